@@ -1,0 +1,127 @@
+package processing
+
+import (
+	"net/http"
+	"strconv"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+)
+
+func init() {
+	httpcaddyfile.RegisterHandlerDirective("processing", parseCaddyfile)
+	// Before header, which comes right after the logging directives, so
+	// that processing wraps every handler that writes a response:
+	// reverse_proxy, php_fastcgi, file_server and a webdav ordered before
+	// file_server. Outside header and encode it also keeps its 102s away
+	// from their 1xx quirks: header's deferred operations run on every 1xx,
+	// and encode records a 1xx as its status and sends a second one before
+	// an implicit 200. Map, vars and root come earlier, so the directive's
+	// matcher can use what they set.
+	httpcaddyfile.RegisterDirectiveOrder("processing", httpcaddyfile.Before, "header")
+}
+
+func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	p := new(Handler)
+	err := p.UnmarshalCaddyfile(h.Dispenser)
+	return p, err
+}
+
+// UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Syntax:
+//
+//	processing [<matcher>] [<interval>] {
+//		delay    <duration>
+//		interval <duration>
+//		max      <count>
+//		opt_in
+//		header   <field> <value>
+//	}
+//
+// The interval may be given as the argument or in the block, not both.
+// `header` may be repeated; a field given twice gets both values.
+func (p *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // consume directive name
+
+	if d.NextArg() {
+		dur, err := parseDuration(d, "interval")
+		if err != nil {
+			return err
+		}
+		p.Interval = dur
+		if d.NextArg() {
+			return d.Errf("unexpected argument %q: processing takes at most one argument, the interval", d.Val())
+		}
+	}
+
+	for d.NextBlock(0) {
+		sub := d.Val()
+		switch sub {
+		case "interval", "delay":
+			if !d.NextArg() {
+				return d.Errf("%s: expected a duration such as 20s", sub)
+			}
+			dur, err := parseDuration(d, sub)
+			if err != nil {
+				return err
+			}
+			if sub == "interval" {
+				if p.Interval != 0 {
+					return d.Err("interval: already given")
+				}
+				p.Interval = dur
+			} else {
+				if p.Delay != 0 {
+					return d.Err("delay: already given")
+				}
+				p.Delay = dur
+			}
+		case "max":
+			if !d.NextArg() {
+				return d.Err("max: expected a count (0 for no limit)")
+			}
+			n, err := strconv.Atoi(d.Val())
+			if err != nil || n < 0 {
+				return d.Errf("max: expected a count of 0 (no limit) or more, got %q", d.Val())
+			}
+			p.Max = n
+		case "opt_in":
+			p.OptIn = true
+		case "header":
+			args := d.RemainingArgs()
+			if len(args) != 2 {
+				return d.Errf("header: expected a field name and one value, got %d arguments", len(args))
+			}
+			if err := validateHeaderField(args[0], args[1:]); err != nil {
+				return d.Err(err.Error())
+			}
+			if p.Header == nil {
+				p.Header = make(http.Header)
+			}
+			p.Header.Add(args[0], args[1])
+			continue
+		default:
+			return d.Errf("unrecognized processing subdirective %q; expected delay, interval, max, opt_in or header", sub)
+		}
+		if d.NextArg() {
+			return d.Errf("%s: unexpected argument %q", sub, d.Val())
+		}
+	}
+	return nil
+}
+
+// parseDuration reads the current token as a positive duration.
+func parseDuration(d *caddyfile.Dispenser, what string) (caddy.Duration, error) {
+	dur, err := caddy.ParseDuration(d.Val())
+	if err != nil {
+		return 0, d.Errf("%s: expected a duration such as 20s, got %q", what, d.Val())
+	}
+	if dur <= 0 {
+		return 0, d.Errf("%s: must be a positive duration, got %q", what, d.Val())
+	}
+	return caddy.Duration(dur), nil
+}
+
+// Interface guard
+var _ caddyfile.Unmarshaler = (*Handler)(nil)

@@ -1,0 +1,462 @@
+package processing
+
+// The test harness: a real Caddy loaded from a Caddyfile on loopback ports,
+// test-only handlers that stand in for slow downstream work, and clients
+// that report every interim response they see.
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptrace"
+	"net/textproto"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	_ "github.com/caddyserver/caddy/v2/modules/standard"
+	"github.com/quic-go/quic-go/http3"
+	"go.uber.org/goleak"
+)
+
+// TestMain checks that nothing the tests started is still running at the
+// end: no tick, no request goroutine, no server.
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, leakOptions()...)
+}
+
+// leakOptions ignores goroutines that Caddy and its libraries keep for the
+// life of the process, whatever config is loaded.
+func leakOptions() []goleak.Option {
+	return []goleak.Option{
+		goleak.IgnoreTopFunction("github.com/golang/glog.(*fileSink).flushDaemon"),
+		goleak.IgnoreTopFunction("github.com/caddyserver/certmagic.(*RingBufferRateLimiter).permitWait"),
+		goleak.IgnoreAnyFunction("github.com/caddyserver/caddy/v2.trapSignalsCrossPlatform.func1"),
+		goleak.IgnoreAnyFunction("github.com/caddyserver/caddy/v2.trapSignalsPosix.func1"),
+		goleak.IgnoreAnyFunction("github.com/caddyserver/caddy/v2/modules/caddytls.init.func1"),
+		goleak.IgnoreAnyFunction("github.com/caddyserver/certmagic.(*Cache).maintainAssets"),
+		goleak.IgnoreAnyFunction("github.com/caddyserver/caddy/v2.(*UsagePool).Delete"),
+		goleak.IgnoreAnyFunction("github.com/caddyserver/caddy/v2/modules/caddytls.(*TLS).keepStorageClean.func1"),
+		goleak.IgnoreAnyFunction("github.com/caddyserver/caddy/v2/modules/caddypki.(*PKI).Start.func1"),
+		goleak.IgnoreAnyFunction("github.com/caddyserver/certmagic.keepLockfileFresh"),
+		goleak.IgnoreAnyFunction("internal/poll.runtime_pollWait"),
+		goleak.IgnoreAnyFunction("net/http.(*persistConn).readLoop"),
+		goleak.IgnoreAnyFunction("net/http.(*persistConn).writeLoop"),
+	}
+}
+
+// ---- test-only handlers ----------------------------------------------------
+
+// behaviours are the downstream handlers a test can put behind processing
+// with the Caddyfile directive `test_work <name>`.
+var (
+	behavioursMu sync.Mutex
+	behaviours   = map[string]caddyhttp.HandlerFunc{}
+)
+
+// setBehaviour registers fn under name for the length of the test.
+func setBehaviour(t testing.TB, name string, fn caddyhttp.HandlerFunc) {
+	t.Helper()
+	behavioursMu.Lock()
+	behaviours[name] = fn
+	behavioursMu.Unlock()
+	t.Cleanup(func() {
+		behavioursMu.Lock()
+		delete(behaviours, name)
+		behavioursMu.Unlock()
+	})
+}
+
+// testWork runs the named behaviour: the next handler of a test.
+type testWork struct {
+	Name string `json:"name"`
+}
+
+func (testWork) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{ID: "http.handlers.test_work", New: func() caddy.Module { return new(testWork) }}
+}
+
+func (tw testWork) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
+	behavioursMu.Lock()
+	fn := behaviours[tw.Name]
+	behavioursMu.Unlock()
+	if fn == nil {
+		return caddyhttp.Error(http.StatusNotFound, fmt.Errorf("no behaviour %q", tw.Name))
+	}
+	return fn(w, r)
+}
+
+func init() {
+	caddy.RegisterModule(testWork{})
+	httpcaddyfile.RegisterHandlerDirective("test_work", func(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+		h.Next()
+		tw := new(testWork)
+		if !h.Args(&tw.Name) {
+			return nil, h.ArgErr()
+		}
+		return tw, nil
+	})
+	httpcaddyfile.RegisterDirectiveOrder("test_work", httpcaddyfile.Before, "file_server")
+}
+
+// sleepThen returns a behaviour that waits d (or until the client goes)
+// and then answers 200 with body.
+func sleepThen(d time.Duration, body string) caddyhttp.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		select {
+		case <-time.After(d):
+		case <-r.Context().Done():
+			return r.Context().Err()
+		}
+		w.Header().Set("Content-Type", "text/plain")
+		_, err := io.WriteString(w, body)
+		return err
+	}
+}
+
+// ---- running Caddy ---------------------------------------------------------
+
+// freePort returns a loopback TCP port that was free a moment ago; the UDP
+// port of the same number is checked too, for HTTP/3.
+func freePort(t testing.TB) int {
+	t.Helper()
+	for range 50 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		u, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", port))
+		l.Close()
+		if err == nil {
+			u.Close()
+			return port
+		}
+	}
+	t.Fatal("no free port")
+	return 0
+}
+
+// globalOptions keeps Caddy's state in a temporary folder and off the
+// network: no admin endpoint, no ACME, an internal CA that is not installed.
+func globalOptions(t testing.TB) string {
+	return fmt.Sprintf(`{
+	admin off
+	persist_config off
+	skip_install_trust
+	local_certs
+	auto_https disable_redirects
+	storage file_system %s
+	log {
+		level ERROR
+	}
+	servers {
+		protocols h1 h2 h2c h3
+	}
+}
+`, t.TempDir())
+}
+
+// adapt turns a Caddyfile into JSON config.
+func adapt(t testing.TB, caddyfileText string) []byte {
+	t.Helper()
+	cfg, warnings, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(caddyfileText), map[string]any{"filename": "Caddyfile"})
+	if err != nil {
+		t.Fatalf("adapting Caddyfile: %v\n%s", err, caddyfileText)
+	}
+	for _, w := range warnings {
+		t.Logf("adapter warning: %s", w.String())
+	}
+	return cfg
+}
+
+// startCaddy loads the site blocks behind the test's global options and
+// stops Caddy when the test ends. Use {PORT}, {TLSPORT} in sites; it
+// returns the two ports.
+func startCaddy(t testing.TB, sites string) (port, tlsPort int) {
+	t.Helper()
+	port, tlsPort = freePort(t), freePort(t)
+	sites = strings.ReplaceAll(sites, "{PORT}", strconv.Itoa(port))
+	sites = strings.ReplaceAll(sites, "{TLSPORT}", strconv.Itoa(tlsPort))
+	loadConfig(t, adapt(t, globalOptions(t)+sites))
+	return port, tlsPort
+}
+
+// loadConfig runs Caddy with JSON config until the test ends.
+func loadConfig(t testing.TB, cfg []byte) {
+	t.Helper()
+	if err := caddy.Load(cfg, true); err != nil {
+		t.Fatalf("loading config: %v\n%s", err, cfg)
+	}
+	t.Cleanup(func() {
+		if err := caddy.Stop(); err != nil {
+			t.Errorf("stopping Caddy: %v", err)
+		}
+		// Caddy's HTTP servers finish closing their listeners in the
+		// background; give idle client connections time to see it.
+		http.DefaultTransport.(*http.Transport).CloseIdleConnections()
+	})
+}
+
+// ---- raw HTTP/1.x ----------------------------------------------------------
+
+// rawResponse is everything a raw client read for one request: each
+// interim response as it was on the wire, then the final one.
+type rawResponse struct {
+	Interims []rawInterim
+	Status   int
+	Header   http.Header
+	Body     []byte
+	// Wire is every byte read, in order.
+	Wire []byte
+}
+
+type rawInterim struct {
+	Code   int
+	Header http.Header
+	At     time.Duration // since the request was written
+	Raw    string
+}
+
+// rawRequest writes req on a fresh TCP connection to addr and reads the
+// interim responses and the final response as raw bytes.
+func rawRequest(t testing.TB, addr, req string) *rawResponse {
+	t.Helper()
+	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(60 * time.Second))
+	start := time.Now()
+	if _, err := io.WriteString(conn, req); err != nil {
+		t.Fatal(err)
+	}
+	res, err := readRawResponse(conn, start, strings.HasPrefix(req, "HEAD "))
+	if err != nil {
+		t.Fatalf("reading response: %v\nread so far:\n%s", err, res.Wire)
+	}
+	return res
+}
+
+// teeConn records what is read from a connection.
+type teeReader struct {
+	r   io.Reader
+	buf *bytes.Buffer
+}
+
+func (tr teeReader) Read(p []byte) (int, error) {
+	n, err := tr.r.Read(p)
+	tr.buf.Write(p[:n])
+	return n, err
+}
+
+// readRawResponse parses 1xx header blocks and the final response from c.
+func readRawResponse(c io.Reader, start time.Time, head bool) (*rawResponse, error) {
+	res := &rawResponse{}
+	wire := new(bytes.Buffer)
+	defer func() { res.Wire = wire.Bytes() }()
+	br := bufio.NewReader(teeReader{c, wire})
+	tp := textproto.NewReader(br)
+	for {
+		mark := wire.Len() - br.Buffered()
+		line, err := tp.ReadLine()
+		if err != nil {
+			return res, err
+		}
+		proto, rest, _ := strings.Cut(line, " ")
+		if !strings.HasPrefix(proto, "HTTP/1.") {
+			return res, fmt.Errorf("malformed status line %q", line)
+		}
+		codeStr, _, _ := strings.Cut(rest, " ")
+		code, err := strconv.Atoi(codeStr)
+		if err != nil {
+			return res, fmt.Errorf("malformed status line %q", line)
+		}
+		mh, err := tp.ReadMIMEHeader()
+		if err != nil {
+			return res, err
+		}
+		if code >= 100 && code <= 199 && code != 101 {
+			end := wire.Len() - br.Buffered()
+			res.Interims = append(res.Interims, rawInterim{
+				Code: code, Header: http.Header(mh), At: time.Since(start),
+				Raw: wire.String()[mark:end],
+			})
+			continue
+		}
+		res.Status = code
+		res.Header = http.Header(mh)
+		if head || code == 204 || code == 304 || code == 101 {
+			return res, nil
+		}
+		fake := &http.Response{StatusCode: code, Header: http.Header(mh), ProtoMajor: 1, ProtoMinor: 1}
+		body, err := readBody(br, fake)
+		res.Body = body
+		return res, err
+	}
+}
+
+// readBody reads a response body framed by Content-Length or chunking.
+func readBody(br *bufio.Reader, res *http.Response) ([]byte, error) {
+	if cl := res.Header.Get("Content-Length"); cl != "" {
+		n, err := strconv.Atoi(cl)
+		if err != nil {
+			return nil, err
+		}
+		b := make([]byte, n)
+		_, err = io.ReadFull(br, b)
+		return b, err
+	}
+	if strings.EqualFold(res.Header.Get("Transfer-Encoding"), "chunked") {
+		var out bytes.Buffer
+		tp := textproto.NewReader(br)
+		for {
+			line, err := tp.ReadLine()
+			if err != nil {
+				return out.Bytes(), err
+			}
+			size, err := strconv.ParseInt(strings.TrimSpace(strings.SplitN(line, ";", 2)[0]), 16, 64)
+			if err != nil {
+				return out.Bytes(), fmt.Errorf("bad chunk size %q", line)
+			}
+			if size == 0 {
+				_, err := tp.ReadMIMEHeader() // trailers
+				return out.Bytes(), err
+			}
+			if _, err := io.CopyN(&out, br, size); err != nil {
+				return out.Bytes(), err
+			}
+			if _, err := tp.ReadLine(); err != nil {
+				return out.Bytes(), err
+			}
+		}
+	}
+	return io.ReadAll(br)
+}
+
+// ---- Go clients ------------------------------------------------------------
+
+// seen is what a Go client reported for one request.
+type seen struct {
+	Interims []seenInterim
+	Status   int
+	Header   http.Header
+	Trailer  http.Header
+	Body     []byte
+	Proto    string
+}
+
+type seenInterim struct {
+	Code   int
+	Header http.Header
+}
+
+// tracedDo sends req with client and records each 1xx through
+// httptrace.ClientTrace.Got1xxResponse.
+func tracedDo(t testing.TB, client *http.Client, req *http.Request) (*seen, error) {
+	t.Helper()
+	s := &seen{}
+	var mu sync.Mutex
+	trace := &httptrace.ClientTrace{
+		Got1xxResponse: func(code int, h textproto.MIMEHeader) error {
+			mu.Lock()
+			s.Interims = append(s.Interims, seenInterim{Code: code, Header: http.Header(h).Clone()})
+			mu.Unlock()
+			return nil
+		},
+	}
+	req = req.WithContext(httptrace.WithClientTrace(req.Context(), trace))
+	res, err := client.Do(req)
+	if err != nil {
+		return s, err
+	}
+	defer res.Body.Close()
+	s.Body, err = io.ReadAll(res.Body)
+	mu.Lock()
+	defer mu.Unlock()
+	s.Status, s.Header, s.Trailer, s.Proto = res.StatusCode, res.Header, res.Trailer, res.Proto
+	return s, err
+}
+
+func (s *seen) count(code int) int {
+	n := 0
+	for _, i := range s.Interims {
+		if i.Code == code {
+			n++
+		}
+	}
+	return n
+}
+
+// Clients for each protocol. The TLS ones trust anything: the test's CA is
+// Caddy's internal one, made fresh in a temporary folder.
+func h1Client() *http.Client {
+	tr := &http.Transport{DisableKeepAlives: true, TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}
+	tr.Protocols = new(http.Protocols)
+	tr.Protocols.SetHTTP1(true)
+	return &http.Client{Transport: tr, Timeout: 60 * time.Second}
+}
+
+func h2Client() *http.Client {
+	tr := &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, ForceAttemptHTTP2: true}
+	tr.Protocols = new(http.Protocols)
+	tr.Protocols.SetHTTP2(true)
+	return &http.Client{Transport: tr, Timeout: 60 * time.Second}
+}
+
+func h2cClient() *http.Client {
+	tr := &http.Transport{}
+	tr.Protocols = new(http.Protocols)
+	tr.Protocols.SetUnencryptedHTTP2(true)
+	return &http.Client{Transport: tr, Timeout: 60 * time.Second}
+}
+
+func h3Client() (*http.Client, func()) {
+	tr := &http3.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true, NextProtos: []string{http3.NextProtoH3}}}
+	return &http.Client{Transport: tr, Timeout: 60 * time.Second}, func() { tr.Close() }
+}
+
+// ---- small helpers ---------------------------------------------------------
+
+// mustJSON marshals v or fails the test.
+func mustJSON(t testing.TB, v any) []byte {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// eventually polls cond until it holds or the generous deadline passes.
+func eventually(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// withTimeout is a context for one client request.
+func withTimeout(t testing.TB, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
