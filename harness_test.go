@@ -152,6 +152,12 @@ func freePort(t testing.TB) int {
 // globalOptions keeps Caddy's state in a temporary folder and off the
 // network: no admin endpoint, no ACME, an internal CA that is not installed.
 func globalOptions(t testing.TB) string {
+	return globalOptionsWith(t, "log {\n\t\tlevel ERROR\n\t}")
+}
+
+// globalOptionsWith is globalOptions with extra lines (such as a log block)
+// in place of the default quiet log.
+func globalOptionsWith(t testing.TB, extra string) string {
 	return fmt.Sprintf(`{
 	admin off
 	persist_config off
@@ -159,14 +165,12 @@ func globalOptions(t testing.TB) string {
 	local_certs
 	auto_https disable_redirects
 	storage file_system %s
-	log {
-		level ERROR
-	}
+	%s
 	servers {
 		protocols h1 h2 h2c h3
 	}
 }
-`, t.TempDir())
+`, t.TempDir(), extra)
 }
 
 // adapt turns a Caddyfile into JSON config.
@@ -187,10 +191,16 @@ func adapt(t testing.TB, caddyfileText string) []byte {
 // returns the two ports.
 func startCaddy(t testing.TB, sites string) (port, tlsPort int) {
 	t.Helper()
+	return startCaddyGlobal(t, globalOptions(t), sites)
+}
+
+// startCaddyGlobal is startCaddy with the given global options block.
+func startCaddyGlobal(t testing.TB, global, sites string) (port, tlsPort int) {
+	t.Helper()
 	port, tlsPort = freePort(t), freePort(t)
 	sites = strings.ReplaceAll(sites, "{PORT}", strconv.Itoa(port))
 	sites = strings.ReplaceAll(sites, "{TLSPORT}", strconv.Itoa(tlsPort))
-	loadConfig(t, adapt(t, globalOptions(t)+sites))
+	loadConfig(t, adapt(t, global+sites))
 	return port, tlsPort
 }
 
