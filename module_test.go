@@ -1,22 +1,515 @@
 package processing
 
 import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
 	"testing"
 	"time"
 )
 
-func TestSmokeInterimsOverRawHTTP11(t *testing.T) {
-	setBehaviour(t, "slow", sleepThen(550*time.Millisecond, "done"))
+const getClose = "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+
+func addr(port int) string { return fmt.Sprintf("127.0.0.1:%d", port) }
+
+// bareProcessing is the exact bytes of a 102 with no configured fields.
+const bareProcessing = "HTTP/1.1 102 Processing\r\n\r\n"
+
+func TestInterimsWhileNextHandlerWorks(t *testing.T) {
+	setBehaviour(t, "slow", sleepThen(1100*time.Millisecond, "done"))
 	port, _ := startCaddy(t, `
 http://127.0.0.1:{PORT} {
-	processing 100ms
+	processing {
+		delay 300ms
+		interval 200ms
+	}
 	test_work slow
 }
 `)
-	res := rawRequest(t, fmt.Sprintf("127.0.0.1:%d", port), "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
-	t.Logf("%s", res.Wire)
-	if res.Status != 200 || string(res.Body) != "done" || len(res.Interims) < 3 {
-		t.Fatalf("got %d %q with %d interims", res.Status, res.Body, len(res.Interims))
+	res := rawRequest(t, addr(port), getClose)
+	if res.Status != 200 || string(res.Body) != "done" {
+		t.Fatalf("final response %d %q, want 200 \"done\"", res.Status, res.Body)
 	}
+	// 102s due at 300, 500, 700, 900 ms and maybe 1100: generous bounds.
+	if n := len(res.Interims); n < 3 || n > 5 {
+		t.Fatalf("got %d interim responses, want 3 to 5:\n%s", n, res.Wire)
+	}
+	if first := res.Interims[0].At; first < 290*time.Millisecond {
+		t.Errorf("first 102 after %v, before the 300ms delay", first)
+	}
+	for i, in := range res.Interims {
+		if in.Code != 102 || in.Raw != bareProcessing {
+			t.Errorf("interim %d is %q, want %q", i, in.Raw, bareProcessing)
+		}
+		if i > 0 && in.At-res.Interims[i-1].At < 150*time.Millisecond {
+			t.Errorf("interim %d came %v after the one before, interval is 200ms", i, in.At-res.Interims[i-1].At)
+		}
+	}
+}
+
+func TestNoInterimForRequestFasterThanDelay(t *testing.T) {
+	setBehaviour(t, "quick", sleepThen(20*time.Millisecond, "quick"))
+	port, _ := startCaddy(t, `
+http://127.0.0.1:{PORT} {
+	processing 1s
+	test_work quick
+}
+`)
+	for range 20 {
+		res := rawRequest(t, addr(port), getClose)
+		if len(res.Interims) != 0 || res.Status != 200 || string(res.Body) != "quick" {
+			t.Fatalf("got %d interims and %d %q:\n%s", len(res.Interims), res.Status, res.Body, res.Wire)
+		}
+	}
+}
+
+// finalStatusLine matches any status line; used to check what follows the
+// final response.
+var statusLine = regexp.MustCompile(`HTTP/1\.[01] \d{3} `)
+
+func TestNoInterimAfterFinalStatus(t *testing.T) {
+	// The next handler commits its status at once and then streams slowly,
+	// across many 102 intervals.
+	setBehaviour(t, "stream", func(w http.ResponseWriter, r *http.Request) error {
+		time.Sleep(150 * time.Millisecond)
+		w.WriteHeader(http.StatusAccepted)
+		for i := range 10 {
+			fmt.Fprintf(w, "chunk %d\n", i)
+			http.NewResponseController(w).Flush()
+			time.Sleep(30 * time.Millisecond)
+		}
+		return nil
+	})
+	port, _ := startCaddy(t, `
+http://127.0.0.1:{PORT} {
+	processing {
+		delay 50ms
+		interval 10ms
+	}
+	test_work stream
+}
+`)
+	res := rawRequest(t, addr(port), getClose)
+	if res.Status != http.StatusAccepted || len(res.Interims) == 0 {
+		t.Fatalf("got %d with %d interims:\n%s", res.Status, len(res.Interims), res.Wire)
+	}
+	final := bytes.Index(res.Wire, []byte("HTTP/1.1 202 Accepted"))
+	if rest := res.Wire[final+1:]; statusLine.Match(rest) {
+		t.Fatalf("a status line follows the final one:\n%s", res.Wire)
+	}
+	if !strings.HasPrefix(string(res.Body), "chunk 0\n") || !strings.HasSuffix(string(res.Body), "chunk 9\n") {
+		t.Fatalf("body %q", res.Body)
+	}
+}
+
+func TestInterimCarriesOnlyConfiguredHeaders(t *testing.T) {
+	// An upstream that sets a cookie at once and answers late, behind
+	// reverse_proxy; the route's own header directive and a handler that
+	// sets fields at once add more that must not leak either.
+	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Set-Cookie", "session=secret")
+		time.Sleep(700 * time.Millisecond)
+		io.WriteString(w, "from upstream")
+	}))
+	defer upstream.Close()
+	setBehaviour(t, "leaky", func(w http.ResponseWriter, r *http.Request) error {
+		w.Header().Set("Set-Cookie", "local=secret")
+		w.Header().Set("X-Internal", "do-not-leak")
+		time.Sleep(700 * time.Millisecond)
+		_, err := io.WriteString(w, "from handler")
+		return err
+	})
+	port, _ := startCaddy(t, `
+http://127.0.0.1:{PORT} {
+	processing {
+		delay 100ms
+		interval 150ms
+		header X-Progress "step {http.processing.count}"
+		header X-Method {http.request.method}
+	}
+	header X-Route "set by header directive"
+	handle /proxy {
+		reverse_proxy `+strings.TrimPrefix(upstream.URL, "http://")+`
+	}
+	test_work leaky
+}
+`)
+	for _, tc := range []struct{ path, cookie, body string }{
+		{"/proxy", "session=secret", "from upstream"},
+		{"/local", "local=secret", "from handler"},
+	} {
+		t.Run(tc.path, func(t *testing.T) {
+			res := rawRequest(t, addr(port), "GET "+tc.path+" HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+			if len(res.Interims) < 2 {
+				t.Fatalf("got %d interims:\n%s", len(res.Interims), res.Wire)
+			}
+			for i, in := range res.Interims {
+				want := fmt.Sprintf("HTTP/1.1 102 Processing\r\nX-Method: GET\r\nX-Progress: step %d\r\n\r\n", i+1)
+				wantOther := fmt.Sprintf("HTTP/1.1 102 Processing\r\nX-Progress: step %d\r\nX-Method: GET\r\n\r\n", i+1)
+				if in.Raw != want && in.Raw != wantOther {
+					t.Errorf("interim %d:\n%q\nwant\n%q", i, in.Raw, want)
+				}
+			}
+			if res.Status != 200 || string(res.Body) != tc.body {
+				t.Fatalf("final %d %q", res.Status, res.Body)
+			}
+			if got := res.Header.Get("Set-Cookie"); got != tc.cookie {
+				t.Errorf("final Set-Cookie %q, want %q", got, tc.cookie)
+			}
+			// reverse_proxy swaps Caddy's Server field for Via.
+			if (res.Header.Get("Server") != "Caddy" && res.Header.Get("Via") != "1.1 Caddy") || res.Header.Get("X-Route") == "" {
+				t.Errorf("final response lost fields set before it: %v", res.Header)
+			}
+			if res.Header.Get("X-Progress") != "" {
+				t.Errorf("a 102 field reached the final response: %v", res.Header)
+			}
+		})
+	}
+}
+
+func TestHTTP10ClientGetsNoInterim(t *testing.T) {
+	setBehaviour(t, "slow", sleepThen(400*time.Millisecond, "done"))
+	port, _ := startCaddy(t, `
+http://127.0.0.1:{PORT} {
+	processing 50ms
+	test_work slow
+}
+`)
+	res := rawRequest(t, addr(port), "GET / HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+	if len(res.Interims) != 0 {
+		t.Fatalf("HTTP/1.0 client got %d interims:\n%s", len(res.Interims), res.Wire)
+	}
+	if res.Status != 200 || string(res.Body) != "done" || !bytes.HasPrefix(res.Wire, []byte("HTTP/1.0 200 OK\r\n")) {
+		t.Fatalf("final response:\n%s", res.Wire)
+	}
+	// The same server still sends 102s to HTTP/1.1.
+	if res := rawRequest(t, addr(port), getClose); len(res.Interims) == 0 {
+		t.Fatalf("HTTP/1.1 client got no interims:\n%s", res.Wire)
+	}
+}
+
+func TestNextHandlersInterimsPassThroughAndRestartClock(t *testing.T) {
+	// The upstream sends a 103 Early Hints every 150ms, and one 102 of its
+	// own, for 1.2s. Each restarts the 400ms clock, so processing itself
+	// sends none: the client sees exactly the upstream's interims, with
+	// their own headers.
+	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Set-Cookie", "upstream=secret")
+		for i := range 8 {
+			time.Sleep(150 * time.Millisecond)
+			if i == 4 {
+				w.WriteHeader(http.StatusProcessing)
+				continue
+			}
+			w.Header().Set("Link", fmt.Sprintf("</style%d.css>; rel=preload", i))
+			w.WriteHeader(http.StatusEarlyHints)
+			w.Header().Del("Link")
+		}
+		io.WriteString(w, "final")
+	}))
+	defer upstream.Close()
+	port, _ := startCaddy(t, `
+http://127.0.0.1:{PORT} {
+	processing 400ms
+	reverse_proxy `+strings.TrimPrefix(upstream.URL, "http://")+`
+}
+`)
+	res := rawRequest(t, addr(port), getClose)
+	var hints, processing int
+	for _, in := range res.Interims {
+		switch in.Code {
+		case http.StatusEarlyHints:
+			want := fmt.Sprintf("</style%d.css>; rel=preload", hints+boolInt(hints >= 4))
+			if got := in.Header.Get("Link"); got != want {
+				t.Errorf("103 #%d has Link %q, want %q", hints, got, want)
+			}
+			hints++
+		case http.StatusProcessing:
+			processing++
+		}
+	}
+	if hints != 7 {
+		t.Errorf("got %d 103s, want 7:\n%s", hints, res.Wire)
+	}
+	// The upstream's own 102; one more of processing's is tolerated for a
+	// slow machine, six (one per 400ms without restarts... ) are not.
+	if processing < 1 || processing > 2 {
+		t.Errorf("got %d 102s, want the upstream's 1 (at most 2):\n%s", processing, res.Wire)
+	}
+	if res.Status != 200 || string(res.Body) != "final" || res.Header.Get("Set-Cookie") != "upstream=secret" {
+		t.Fatalf("final %d %q %v", res.Status, res.Body, res.Header)
+	}
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func TestMaxOptInAndMatcher(t *testing.T) {
+	setBehaviour(t, "slow", sleepThen(700*time.Millisecond, "done"))
+	port, _ := startCaddy(t, `
+http://127.0.0.1:{PORT} {
+	handle /max {
+		processing 50ms {
+			max 2
+		}
+		test_work slow
+	}
+	handle /optin {
+		processing {
+			delay 300ms
+			interval 100ms
+			opt_in
+		}
+		test_work slow
+	}
+	handle /matched/* {
+		@slowpaths path /matched/slow
+		processing @slowpaths 50ms
+		test_work slow
+	}
+}
+`)
+	get := func(path, extra string) *rawResponse {
+		return rawRequest(t, addr(port), "GET "+path+" HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"+extra+"\r\n")
+	}
+	if res := get("/max", ""); len(res.Interims) != 2 || res.Status != 200 {
+		t.Errorf("max 2: got %d interims, status %d", len(res.Interims), res.Status)
+	}
+	if res := get("/optin", ""); len(res.Interims) != 0 || res.Status != 200 {
+		t.Errorf("opt_in without Prefer: got %d interims", len(res.Interims))
+	}
+	res := get("/optin", "Prefer: respond-async, processing\r\n")
+	if len(res.Interims) < 3 || res.Status != 200 {
+		t.Fatalf("opt_in with Prefer: got %d interims, status %d", len(res.Interims), res.Status)
+	}
+	// Prefer: processing asks for the first 102 at once, not after delay.
+	if first := res.Interims[0].At; first > 250*time.Millisecond {
+		t.Errorf("first 102 for Prefer: processing came after %v, delay is 300ms", first)
+	}
+	if res := get("/matched/slow", ""); len(res.Interims) < 5 {
+		t.Errorf("matched path: got %d interims", len(res.Interims))
+	}
+	if res := get("/matched/other", ""); len(res.Interims) != 0 || res.Status != 200 {
+		t.Errorf("unmatched path: got %d interims", len(res.Interims))
+	}
+}
+
+func TestPreferProcessingParsing(t *testing.T) {
+	for _, tc := range []struct {
+		values []string
+		want   bool
+	}{
+		{[]string{"processing"}, true},
+		{[]string{"Processing"}, true},
+		{[]string{"respond-async, processing"}, true},
+		{[]string{"wait=10", "processing; foo=bar"}, true},
+		{[]string{" processing=1 "}, true},
+		{[]string{"processing-later"}, false},
+		{[]string{"respond-async"}, false},
+		{[]string{""}, false},
+		{nil, false},
+	} {
+		if got := prefersProcessing(tc.values); got != tc.want {
+			t.Errorf("prefersProcessing(%q) = %v, want %v", tc.values, got, tc.want)
+		}
+	}
+}
+
+func TestJSONConfig(t *testing.T) {
+	setBehaviour(t, "slow", sleepThen(500*time.Millisecond, "done"))
+	port := freePort(t)
+	cfg := map[string]any{
+		"admin": map[string]any{"disabled": true, "config": map[string]any{"persist": false}},
+		"apps": map[string]any{"http": map[string]any{"servers": map[string]any{"srv0": map[string]any{
+			"listen": []string{addr(port)},
+			"routes": []any{map[string]any{"handle": []any{
+				map[string]any{"handler": "processing", "delay": "100ms", "interval": "100ms", "max": 3,
+					"header": map[string][]string{"X-Step": {"{http.processing.count}"}}},
+				map[string]any{"handler": "test_work", "name": "slow"},
+			}}},
+		}}}},
+	}
+	loadConfig(t, mustJSON(t, cfg))
+	res := rawRequest(t, addr(port), getClose)
+	if len(res.Interims) != 3 || res.Status != 200 || string(res.Body) != "done" {
+		t.Fatalf("got %d interims, %d %q:\n%s", len(res.Interims), res.Status, res.Body, res.Wire)
+	}
+	for i, in := range res.Interims {
+		if want := fmt.Sprintf("HTTP/1.1 102 Processing\r\nX-Step: %d\r\n\r\n", i+1); in.Raw != want {
+			t.Errorf("interim %d %q, want %q", i, in.Raw, want)
+		}
+	}
+}
+
+func TestDirectiveOrderWithoutOrderLine(t *testing.T) {
+	// processing, written last, must come out before header, encode and
+	// the handlers that do the work.
+	cfg := adapt(t, `
+:8080 {
+	reverse_proxy 127.0.0.1:9
+	encode gzip
+	header X-A b
+	processing 5s
+}
+`)
+	var parsed struct {
+		Apps struct {
+			HTTP struct {
+				Servers map[string]struct {
+					Routes []struct {
+						Handle []struct {
+							Handler string `json:"handler"`
+						} `json:"handle"`
+					} `json:"routes"`
+				} `json:"servers"`
+			} `json:"http"`
+		} `json:"apps"`
+	}
+	if err := json.Unmarshal(cfg, &parsed); err != nil {
+		t.Fatal(err)
+	}
+	var order []string
+	for _, route := range parsed.Apps.HTTP.Servers["srv0"].Routes {
+		for _, h := range route.Handle {
+			order = append(order, h.Handler)
+		}
+	}
+	if got := strings.Join(order, ","); got != "processing,headers,encode,reverse_proxy" {
+		t.Fatalf("handler order %s", got)
+	}
+}
+
+func TestDownstreamSeesOrdinaryResponseWriter(t *testing.T) {
+	dir := t.TempDir()
+	big := bytes.Repeat([]byte("0123456789abcdef"), 1<<16) // 1 MiB
+	if err := os.WriteFile(filepath.Join(dir, "big.bin"), big, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	wantSum := sha256.Sum256(big)
+
+	setBehaviour(t, "servecontent", func(w http.ResponseWriter, r *http.Request) error {
+		time.Sleep(300 * time.Millisecond)
+		f, err := os.Open(filepath.Join(dir, "big.bin"))
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		// http.ServeContent copies through io.ReaderFrom: the sendfile path.
+		http.ServeContent(w, r, "big.bin", time.Time{}, f)
+		return nil
+	})
+	flushed := make(chan struct{})
+	setBehaviour(t, "flush", func(w http.ResponseWriter, r *http.Request) error {
+		time.Sleep(200 * time.Millisecond)
+		rc := http.NewResponseController(w)
+		// Reaches the connection through Unwrap.
+		if err := rc.SetWriteDeadline(time.Now().Add(time.Minute)); err != nil {
+			return err
+		}
+		io.WriteString(w, "first;")
+		if err := rc.Flush(); err != nil {
+			return err
+		}
+		select {
+		case <-flushed:
+		case <-time.After(10 * time.Second):
+		}
+		io.WriteString(w, "second")
+		return nil
+	})
+	setBehaviour(t, "hijack", func(w http.ResponseWriter, r *http.Request) error {
+		time.Sleep(200 * time.Millisecond)
+		conn, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		brw.WriteString("HTTP/1.1 200 OK\r\nContent-Length: 8\r\nConnection: close\r\n\r\nhijacked")
+		return brw.Flush()
+	})
+	port, _ := startCaddy(t, `
+http://127.0.0.1:{PORT} {
+	processing 50ms
+	handle /static/* {
+		uri strip_prefix /static
+		root * `+dir+`
+		file_server
+	}
+	handle /servecontent {
+		test_work servecontent
+	}
+	handle /flush {
+		test_work flush
+	}
+	handle /hijack {
+		test_work hijack
+	}
+}
+`)
+	get := func(path string) *rawResponse {
+		return rawRequest(t, addr(port), "GET "+path+" HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+	}
+	t.Run("file_server", func(t *testing.T) {
+		res := get("/static/big.bin")
+		if res.Status != 200 || sha256.Sum256(res.Body) != wantSum {
+			t.Fatalf("file_server: %d, %d bytes", res.Status, len(res.Body))
+		}
+	})
+	t.Run("ReadFrom", func(t *testing.T) {
+		res := get("/servecontent")
+		if res.Status != 200 || sha256.Sum256(res.Body) != wantSum || len(res.Interims) < 2 {
+			t.Fatalf("ServeContent: %d, %d bytes, %d interims", res.Status, len(res.Body), len(res.Interims))
+		}
+	})
+	t.Run("Flush", func(t *testing.T) {
+		conn, err := net.Dial("tcp", addr(port))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		conn.SetDeadline(time.Now().Add(30 * time.Second))
+		io.WriteString(conn, "GET /flush HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+		// The flushed part arrives while the handler still waits.
+		var got []byte
+		buf := make([]byte, 4096)
+		for !bytes.Contains(got, []byte("first;")) {
+			n, err := conn.Read(buf)
+			if err != nil {
+				t.Fatalf("before the flushed part arrived: %v\n%s", err, got)
+			}
+			got = append(got, buf[:n]...)
+		}
+		close(flushed)
+		rest, _ := io.ReadAll(conn)
+		got = append(got, rest...)
+		if !bytes.Contains(got, []byte("HTTP/1.1 102 Processing\r\n\r\n")) || !bytes.Contains(got, []byte("HTTP/1.1 200 OK\r\n")) ||
+			!bytes.Contains(got, []byte("second")) {
+			t.Fatalf("wire:\n%s", got)
+		}
+	})
+	t.Run("Hijack", func(t *testing.T) {
+		res := get("/hijack")
+		if res.Status != 200 || string(res.Body) != "hijacked" || len(res.Interims) < 2 {
+			t.Fatalf("hijack: %d %q, %d interims", res.Status, res.Body, len(res.Interims))
+		}
+	})
+}
+
+func hashHex(b []byte) string {
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:])
 }
