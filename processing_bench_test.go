@@ -1,0 +1,298 @@
+package processing
+
+// Benchmarks for issue 4: what the module adds to a request that finishes
+// before its first 102 (the fast path every request takes), and what one
+// 102 costs. Each benchmark has a "without" twin that runs the same chain
+// with the module taken out, so that benchstat compares the two directly:
+//
+//	go test -run '^$' -bench 'FastPath' -benchmem -count 10 . > bench.txt
+//	benchstat -col /module bench.txt
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+)
+
+// benchWriter behaves like net/http's HTTP/1.1 response writer where the
+// module can tell the difference: a 1xx writes the status line and the
+// whole live header map and flushes at once, and may repeat; the final
+// status writes the header map once; a later WriteHeader is ignored.
+// httptest.ResponseRecorder would instead take a 102 as the final status.
+type benchWriter struct {
+	header   http.Header
+	bw       *bufio.Writer
+	final    int
+	interims int
+	// For BenchmarkPooledWriterReuse: the request began at start, and
+	// done is set once its ServeHTTP has returned. A 1xx after done, or
+	// sooner than earliest after start, belongs to another request.
+	start    time.Time
+	earliest time.Duration
+	done     atomic.Bool
+}
+
+// foreignInterims counts 1xx that reached a benchWriter outside its own
+// request's schedule: a late tick of another request on a pooled writer.
+var foreignInterims atomic.Int64
+
+func newBenchWriter() *benchWriter {
+	return &benchWriter{header: make(http.Header), bw: bufio.NewWriterSize(io.Discard, 4096)}
+}
+
+// reset makes the writer ready for the next request, as net/http does with
+// a fresh response and an empty header map.
+func (w *benchWriter) reset() {
+	clear(w.header)
+	w.bw.Reset(io.Discard)
+	w.final, w.interims = 0, 0
+	w.done.Store(false)
+}
+
+func (w *benchWriter) Header() http.Header { return w.header }
+
+func (w *benchWriter) WriteHeader(code int) {
+	if w.done.Load() || (w.earliest > 0 && time.Since(w.start) < w.earliest) {
+		foreignInterims.Add(1)
+		return
+	}
+	if w.final != 0 {
+		return
+	}
+	w.writeStatus(code)
+	if code >= 100 && code <= 199 && code != http.StatusSwitchingProtocols {
+		w.interims++
+		_ = w.bw.Flush()
+		return
+	}
+	w.final = code
+}
+
+func (w *benchWriter) writeStatus(code int) {
+	var num [3]byte
+	_, _ = w.bw.WriteString("HTTP/1.1 ")
+	_, _ = w.bw.Write(strconv.AppendInt(num[:0], int64(code), 10))
+	_, _ = w.bw.WriteString(" \r\n")
+	_ = w.header.Write(w.bw)
+	_, _ = w.bw.WriteString("\r\n")
+}
+
+func (w *benchWriter) Write(p []byte) (int, error) {
+	if w.final == 0 {
+		w.WriteHeader(http.StatusOK)
+	}
+	return w.bw.Write(p)
+}
+
+// benchHandler is a provisioned Handler whose logger is off, as Caddy's
+// default INFO level leaves the module's debug logs off.
+func benchHandler(b *testing.B, cfg Handler) *Handler {
+	b.Helper()
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	b.Cleanup(cancel)
+	h := &cfg
+	if err := h.Provision(ctx); err != nil {
+		b.Fatal(err)
+	}
+	if err := h.Validate(); err != nil {
+		b.Fatal(err)
+	}
+	h.logger = zap.NewNop()
+	return h
+}
+
+// staticNext is the `respond "hello"` of a Caddyfile: Caddy's own
+// static_response handler.
+func staticNext() caddyhttp.Handler {
+	sr := caddyhttp.StaticResponse{Body: "hello"}
+	return caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+		return sr.ServeHTTP(w, r, nil)
+	})
+}
+
+// benchRequest is an HTTP/1.1 GET carrying the replacer that Caddy's server
+// puts on every request, which static_response needs.
+func benchRequest(header ...string) *http.Request {
+	r := httptest.NewRequest(http.MethodGet, "http://127.0.0.1/", nil)
+	r.Body = http.NoBody
+	for i := 0; i+1 < len(header); i += 2 {
+		r.Header.Set(header[i], header[i+1])
+	}
+	ctx := context.WithValue(r.Context(), caddy.ReplacerCtxKey, caddy.NewReplacer())
+	return r.WithContext(ctx)
+}
+
+// BenchmarkFastPathHandler is target 1 at the handler: the module's
+// ServeHTTP around static_response, for a request that ends long before
+// its first 102 is due, against static_response called directly.
+func BenchmarkFastPathHandler(b *testing.B) {
+	next := staticNext()
+	h := benchHandler(b, Handler{Interval: caddy.Duration(20 * time.Second)})
+	r := benchRequest()
+	w := newBenchWriter()
+	b.Run("module=without", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			w.reset()
+			if err := next.ServeHTTP(w, r); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("module=with", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			w.reset()
+			if err := h.ServeHTTP(w, r, next); err != nil {
+				b.Fatal(err)
+			}
+		}
+		if w.interims != 0 || w.final != http.StatusOK {
+			b.Fatalf("fast path wrote %d interims and final %d", w.interims, w.final)
+		}
+	})
+}
+
+// BenchmarkFastPathServer is target 1 through Caddy's whole server handler,
+// built by loading a Caddyfile: two servers that differ only in the
+// `processing` line, each driven through (*caddyhttp.Server).ServeHTTP
+// with the same writer and request, so nothing but the module differs.
+func BenchmarkFastPathServer(b *testing.B) {
+	port := freePort(b)
+	sites := `
+http://127.0.0.1:{PORT} {
+	processing 20s
+	respond "hello"
+}
+http://127.0.0.1:{OTHERPORT} {
+	respond "hello"
+}
+`
+	sites = strings.ReplaceAll(sites, "{OTHERPORT}", strconv.Itoa(port))
+	withPort, _ := startCaddy(b, sites)
+	with, without := serverOn(b, withPort), serverOn(b, port)
+
+	run := func(srv *caddyhttp.Server) func(*testing.B) {
+		return func(b *testing.B) {
+			r := benchRequest()
+			w := newBenchWriter()
+			b.ReportAllocs()
+			for b.Loop() {
+				w.reset()
+				srv.ServeHTTP(w, r)
+			}
+			if w.final != http.StatusOK || w.interims != 0 {
+				b.Fatalf("got final %d after %d interims", w.final, w.interims)
+			}
+		}
+	}
+	b.Run("module=without", run(without))
+	b.Run("module=with", run(with))
+}
+
+// serverOn finds the loaded Caddy HTTP server that listens on port.
+func serverOn(b *testing.B, port int) *caddyhttp.Server {
+	b.Helper()
+	app, err := caddy.ActiveContext().App("http")
+	if err != nil {
+		b.Fatal(err)
+	}
+	suffix := ":" + strconv.Itoa(port)
+	for _, srv := range app.(*caddyhttp.App).Servers {
+		for _, l := range srv.Listen {
+			if strings.HasSuffix(l, suffix) {
+				return srv
+			}
+		}
+	}
+	b.Fatalf("no server listens on %d", port)
+	return nil
+}
+
+// BenchmarkInterim is the module's cost of one 102 sent on the request's
+// goroutine: `Prefer: processing` makes the first 102 go out at once, so
+// each iteration is one fast-path request plus one 102 (with a header
+// field filled in per 102) written through a writer that formats and
+// flushes it like net/http does. The "without" twin is the same request
+// without the preference, so the difference is the 102 alone.
+func BenchmarkInterim(b *testing.B) {
+	next := staticNext()
+	h := benchHandler(b, Handler{
+		Interval: caddy.Duration(20 * time.Second),
+		Header:   http.Header{"Progress": {"{http.processing.count}"}},
+	})
+	w := newBenchWriter()
+	for _, tc := range []struct {
+		name    string
+		r       *http.Request
+		interim int
+	}{
+		{"interim=0", benchRequest(), 0},
+		{"interim=1", benchRequest("Prefer", "processing"), 1},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				w.reset()
+				if err := h.ServeHTTP(w, tc.r, next); err != nil {
+					b.Fatal(err)
+				}
+			}
+			if w.interims != tc.interim || w.final != http.StatusOK {
+				b.Fatalf("wrote %d interims and final %d, want %d and 200", w.interims, w.final, tc.interim)
+			}
+		})
+	}
+}
+
+// BenchmarkPooledWriterReuse runs requests whose ServeHTTP ends just as
+// their 102 timer fires, on every core, so that pooled writers go from one
+// request to the next while their timers are due. A 102 that reaches a
+// request's writer after its ServeHTTP returned (a late tick of an earlier
+// request on a reused writer) fails the benchmark.
+func BenchmarkPooledWriterReuse(b *testing.B) {
+	const delay = 20 * time.Microsecond
+	h := benchHandler(b, Handler{Interval: caddy.Duration(delay)})
+	next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+		// Busy-wait about as long as the delay, so that the timer
+		// and the end of the request race.
+		for start := time.Now(); time.Since(start) < delay; {
+		}
+		_, err := io.WriteString(w, "hello")
+		return err
+	})
+	var interims atomic.Int64
+	foreignInterims.Store(0)
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		r := benchRequest()
+		for pb.Next() {
+			// A fresh writer per request: a late tick would find
+			// it marked done, or the next request's too early.
+			w := newBenchWriter()
+			w.start, w.earliest = time.Now(), delay
+			if err := h.ServeHTTP(w, r, next); err != nil {
+				panic(err)
+			}
+			w.done.Store(true)
+			interims.Add(int64(w.interims))
+		}
+	})
+	// Give any stray tick time to land before checking.
+	time.Sleep(10 * time.Millisecond)
+	if n := foreignInterims.Load(); n != 0 {
+		b.Fatalf("%d 102s reached a writer outside its request", n)
+	}
+	b.ReportMetric(float64(interims.Load())/float64(b.N), "interims/op")
+}
