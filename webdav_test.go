@@ -1,0 +1,628 @@
+package processing
+
+// WebDAV behind processing, as users run it: github.com/mholt/caddy-webdav
+// with `order webdav before file_server` and no order line for processing.
+// The module proxy here does not serve that plugin, so webdavStandIn below
+// does what it does, configured with the same Caddyfile syntax.
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/sha256"
+	"encoding/xml"
+	"fmt"
+	"io"
+	"io/fs"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+	"golang.org/x/net/webdav"
+)
+
+// webdavStandIn is mholt/caddy-webdav's handler: the same module ID, the
+// same directive and fields, the same x/net/webdav set-up (a directory file
+// system rooted at `root`, defaulting to the site root; one in-memory lock
+// system per handler; the `prefix` stripped from paths).
+type webdavStandIn struct {
+	Root   string `json:"root,omitempty"`
+	Prefix string `json:"prefix,omitempty"`
+
+	lockSystem webdav.LockSystem
+	logger     *zap.Logger
+}
+
+func (webdavStandIn) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{ID: "http.handlers.webdav", New: func() caddy.Module { return new(webdavStandIn) }}
+}
+
+func (wd *webdavStandIn) Provision(ctx caddy.Context) error {
+	wd.logger = ctx.Logger()
+	wd.lockSystem = webdav.NewMemLS()
+	if wd.Root == "" {
+		wd.Root = "{http.vars.root}"
+	}
+	return nil
+}
+
+func (wd webdavStandIn) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	root := repl.ReplaceAll(wd.Root, ".")
+	// As the plugin does: a GET of a collection goes on to file_server,
+	// which can list it.
+	if r.Method == http.MethodGet {
+		if info, err := os.Stat(filepath.Join(root, strings.TrimPrefix(r.URL.Path, wd.Prefix))); err == nil && info.IsDir() {
+			return next.ServeHTTP(w, r)
+		}
+	}
+	h := &webdav.Handler{
+		Prefix:     wd.Prefix,
+		FileSystem: webdav.Dir(root),
+		LockSystem: wd.lockSystem,
+		Logger: func(req *http.Request, err error) {
+			if err != nil {
+				wd.logger.Debug("webdav", zap.String("method", req.Method), zap.Error(err))
+			}
+		},
+	}
+	h.ServeHTTP(w, r)
+	return nil
+}
+
+// UnmarshalCaddyfile reads the plugin's syntax:
+//
+//	webdav [<matcher>] {
+//		root   <path>
+//		prefix <path>
+//	}
+func (wd *webdavStandIn) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next()
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	for d.NextBlock(0) {
+		switch d.Val() {
+		case "root":
+			if !d.Args(&wd.Root) {
+				return d.ArgErr()
+			}
+		case "prefix":
+			if !d.Args(&wd.Prefix) {
+				return d.ArgErr()
+			}
+		default:
+			return d.Errf("unrecognized webdav subdirective %q", d.Val())
+		}
+	}
+	return nil
+}
+
+func init() {
+	caddy.RegisterModule(webdavStandIn{})
+	// No RegisterDirectiveOrder: like the plugin, webdav needs the user's
+	// `order webdav before file_server`, which startWebDAVCaddy adds.
+	httpcaddyfile.RegisterHandlerDirective("webdav", func(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+		wd := new(webdavStandIn)
+		err := wd.UnmarshalCaddyfile(h.Dispenser)
+		return wd, err
+	})
+}
+
+// ---- running a WebDAV site -------------------------------------------------
+
+// webdavSite is the Caddyfile a WebDAV user writes, with processing at a
+// short delay and interval in front of it. {ROOT} is the served folder.
+const webdavSite = `
+http://127.0.0.1:{PORT}, https://127.0.0.1:{TLSPORT} {
+	root * {ROOT}
+	processing {
+		delay 50ms
+		interval 50ms
+	}
+	webdav /dav/* {
+		prefix /dav
+	}
+	file_server
+}
+`
+
+// testInterval is the interval of webdavSite.
+const testInterval = 50 * time.Millisecond
+
+// startWebDAVCaddy runs sites behind the harness's global options plus the
+// `order webdav before file_server` line the plugin's README asks for.
+func startWebDAVCaddy(t testing.TB, root, sites string) (port, tlsPort int) {
+	t.Helper()
+	port, tlsPort = freePort(t), freePort(t)
+	r := strings.NewReplacer("{PORT}", strconv.Itoa(port), "{TLSPORT}", strconv.Itoa(tlsPort), "{ROOT}", root)
+	global := strings.Replace(globalOptions(t), "{\n", "{\n\torder webdav before file_server\n", 1)
+	loadConfig(t, adapt(t, global+r.Replace(sites)))
+	return port, tlsPort
+}
+
+// ---- trees of files --------------------------------------------------------
+
+// makeTree writes files files of size bytes each under dir, ten to a
+// folder, three folders deep, each with content of its own.
+func makeTree(t testing.TB, dir string, files, size int) {
+	t.Helper()
+	buf := make([]byte, size)
+	for i := range files {
+		sub := filepath.Join(dir, fmt.Sprintf("d%d", i/100), fmt.Sprintf("e%d", i/10%10))
+		if i%10 == 0 {
+			if err := os.MkdirAll(sub, 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for j := range buf {
+			buf[j] = byte(i*31 + j*7)
+		}
+		if err := os.WriteFile(filepath.Join(sub, fmt.Sprintf("f%d.bin", i)), buf, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// treeDigest lists every entry under dir, relative to it, with a hash of
+// each file's bytes, so two trees compare equal only when they hold the same
+// folders and byte-identical files.
+func treeDigest(t testing.TB, dir string) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, p)
+		if d.IsDir() {
+			out[rel+"/"] = "dir"
+			return nil
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		out[rel] = fmt.Sprintf("%x", sha256.Sum256(b))
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// sameTree fails the test unless got holds exactly what want holds.
+func sameTree(t testing.TB, want, got map[string]string) {
+	t.Helper()
+	missing, differ := 0, 0
+	for k, v := range want {
+		g, ok := got[k]
+		switch {
+		case !ok:
+			missing++
+		case g != v:
+			differ++
+		}
+	}
+	if missing > 0 || differ > 0 || len(got) != len(want) {
+		t.Fatalf("destination tree: %d entries missing, %d differ, %d entries for %d in the source", missing, differ, len(got), len(want))
+	}
+}
+
+// ---- raw exchanges ---------------------------------------------------------
+
+// exchange is one raw HTTP/1.1 request on its own connection, read to EOF.
+type exchange struct {
+	*rawResponse
+	// All is every byte the server sent on the connection, to EOF.
+	All     []byte
+	Elapsed time.Duration
+}
+
+// rawExchange sends req (which must carry Connection: close) and reads
+// everything until the server closes, so that a stray 102 after the final
+// response would be seen.
+func rawExchange(t testing.TB, addr, req string) *exchange {
+	t.Helper()
+	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(90 * time.Second))
+	start := time.Now()
+	if _, err := io.WriteString(conn, req); err != nil {
+		t.Fatal(err)
+	}
+	all := new(bytes.Buffer)
+	res, err := readRawResponse(io.TeeReader(conn, all), start, false)
+	if err != nil {
+		t.Fatalf("reading response: %v\nread so far:\n%s", err, all.Bytes())
+	}
+	if _, err := io.Copy(all, conn); err != nil {
+		t.Fatalf("reading to EOF: %v", err)
+	}
+	return &exchange{rawResponse: res, All: all.Bytes(), Elapsed: time.Since(start)}
+}
+
+// checkInterimsThenFinal asserts the byte-level shape of a response: only
+// bare `102 Processing` interims, all of them before the one final status
+// line, and nothing after the final response's body.
+func checkInterimsThenFinal(t testing.TB, ex *exchange, status int) {
+	t.Helper()
+	if ex.Status != status {
+		t.Fatalf("final status %d, want %d; wire:\n%.2000s", ex.Status, status, ex.All)
+	}
+	for i, in := range ex.Interims {
+		if in.Code != 102 || in.Raw != "HTTP/1.1 102 Processing\r\n\r\n" {
+			t.Fatalf("interim %d is %q, want a bare 102", i, in.Raw)
+		}
+	}
+	if n := bytes.Count(ex.All, []byte("HTTP/1.1 102 Processing\r\n")); n != len(ex.Interims) {
+		t.Fatalf("%d 102 status lines on the wire, %d parsed before the final status", n, len(ex.Interims))
+	}
+	const bare = "HTTP/1.1 102 Processing\r\n\r\n"
+	at := len(ex.Interims) * len(bare)
+	if !bytes.HasPrefix(ex.All[at:], fmt.Appendf(nil, "HTTP/1.1 %d ", status)) {
+		t.Fatalf("the final status line does not follow the %d interims; wire:\n%.2000s", len(ex.Interims), ex.All)
+	}
+	// Nothing after the final response: the connection's bytes end where
+	// its body does.
+	rest := ex.All[at:]
+	headEnd := bytes.Index(rest, []byte("\r\n\r\n")) + 4
+	var end []byte
+	switch {
+	case ex.Header.Get("Transfer-Encoding") == "chunked":
+		end = []byte("\r\n0\r\n\r\n")
+	case ex.Header.Get("Content-Length") != "":
+		if cl, _ := strconv.Atoi(ex.Header.Get("Content-Length")); len(rest)-headEnd != cl {
+			t.Fatalf("%d bytes after a head announcing %d", len(rest)-headEnd, cl)
+		}
+		end = ex.Body
+	default:
+		if len(rest) != headEnd {
+			t.Fatalf("%d bytes after a final head without content: %q", len(rest)-headEnd, rest[headEnd:])
+		}
+	}
+	if !bytes.HasSuffix(rest, end) {
+		t.Fatalf("the connection does not end with the final response: %q", rest[max(0, len(rest)-200):])
+	}
+}
+
+// ---- measured sizes --------------------------------------------------------
+
+// Trees start at a size measured on the project's 2-core machine to take
+// well over several 50 ms intervals (COPY of 2000 4 KiB files: about
+// 0.4 s; see the test logs), and double until the operation really does
+// outlast minInterims intervals on the machine at hand.
+const (
+	startFiles  = 2000
+	fileSize    = 4096
+	maxFiles    = 32000
+	minInterims = 3
+)
+
+// growing runs op on trees of growing size until it outlasts minInterims
+// intervals. build makes the tree of n files; op runs the request and
+// reports how many 102s the client saw.
+func growing(t *testing.T, what string, build func(n int), op func() (interims int, elapsed time.Duration)) (files int) {
+	t.Helper()
+	for n := startFiles; ; n *= 2 {
+		build(n)
+		interims, elapsed := op()
+		t.Logf("%s of %d files of %d bytes: %v, %d 102s", what, n, fileSize, elapsed.Round(time.Millisecond), interims)
+		if interims >= minInterims {
+			return n
+		}
+		if n*2 > maxFiles {
+			t.Fatalf("%s of %d files still saw only %d 102s", what, n, interims)
+		}
+	}
+}
+
+// ---- tests -----------------------------------------------------------------
+
+func davRequest(method, port, path string, extra ...string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s %s HTTP/1.1\r\nHost: 127.0.0.1:%s\r\nConnection: close\r\n", method, path, port)
+	for _, h := range extra {
+		b.WriteString(h + "\r\n")
+	}
+	if method != "PROPFIND" && method != "LOCK" {
+		b.WriteString("\r\n")
+	}
+	return b.String()
+}
+
+func TestWebDAVCopyTreeGets102sThen201AndACompleteCopy(t *testing.T) {
+	root := t.TempDir()
+	port, _ := startWebDAVCaddy(t, root, webdavSite)
+	p := strconv.Itoa(port)
+	addr := "127.0.0.1:" + p
+	var ex *exchange
+	growing(t, "COPY", func(n int) {
+		os.RemoveAll(filepath.Join(root, "src"))
+		os.RemoveAll(filepath.Join(root, "dst"))
+		makeTree(t, filepath.Join(root, "src"), n, fileSize)
+	}, func() (int, time.Duration) {
+		ex = rawExchange(t, addr, davRequest("COPY", p, "/dav/src/",
+			"Destination: http://127.0.0.1:"+p+"/dav/dst/", "Depth: infinity"))
+		checkInterimsThenFinal(t, ex, http.StatusCreated)
+		return len(ex.Interims), ex.Elapsed
+	})
+	if string(ex.Body) != "Created" {
+		t.Fatalf("body %q", ex.Body)
+	}
+	sameTree(t, treeDigest(t, filepath.Join(root, "src")), treeDigest(t, filepath.Join(root, "dst")))
+	checkSpacing(t, ex.Interims)
+}
+
+// checkSpacing asserts that the 102s kept to the configured rhythm: never
+// two within much less than an interval of each other.
+func checkSpacing(t testing.TB, interims []rawInterim) {
+	t.Helper()
+	for i := 1; i < len(interims); i++ {
+		if gap := interims[i].At - interims[i-1].At; gap < testInterval/3 {
+			t.Fatalf("102 #%d came %v after #%d; interval is %v", i+1, gap, i, testInterval)
+		}
+	}
+}
+
+// MOVE in x/net/webdav is a rename, which takes no time whatever the tree;
+// what takes time is the DELETE of an existing destination that
+// `Overwrite: T` asks for first (RFC 4918 §9.9.3). Both are tested: the
+// long MOVE gets 102s and 204, the quick one 201 and no 102 at all.
+func TestWebDAVMoveOntoLargeTreeGets102sThen204(t *testing.T) {
+	root := t.TempDir()
+	port, _ := startWebDAVCaddy(t, root, webdavSite)
+	p := strconv.Itoa(port)
+	addr := "127.0.0.1:" + p
+	src, dst := filepath.Join(root, "src"), filepath.Join(root, "dst")
+
+	makeTree(t, filepath.Join(root, "small"), 300, fileSize)
+	want := treeDigest(t, filepath.Join(root, "small"))
+
+	// The quick MOVE: a rename onto a free name.
+	ex := rawExchange(t, addr, davRequest("MOVE", p, "/dav/small/", "Destination: http://127.0.0.1:"+p+"/dav/moved/"))
+	checkInterimsThenFinal(t, ex, http.StatusCreated)
+	t.Logf("MOVE onto a free name: %v, %d 102s", ex.Elapsed.Round(time.Millisecond), len(ex.Interims))
+	if _, err := os.Stat(filepath.Join(root, "small")); !os.IsNotExist(err) {
+		t.Fatalf("source still there after MOVE: %v", err)
+	}
+	sameTree(t, want, treeDigest(t, filepath.Join(root, "moved")))
+
+	// The long MOVE: onto a large existing tree, which goes first.
+	growing(t, "MOVE over an existing tree", func(n int) {
+		os.RemoveAll(src)
+		os.RemoveAll(dst)
+		makeTree(t, src, 300, fileSize) // the same bytes as want
+		makeTree(t, dst, n, fileSize)
+	}, func() (int, time.Duration) {
+		ex = rawExchange(t, addr, davRequest("MOVE", p, "/dav/src/",
+			"Destination: http://127.0.0.1:"+p+"/dav/dst/", "Overwrite: T"))
+		checkInterimsThenFinal(t, ex, http.StatusNoContent)
+		return len(ex.Interims), ex.Elapsed
+	})
+	if len(ex.Body) != 0 {
+		t.Fatalf("204 with a body %q", ex.Body)
+	}
+	if _, err := os.Stat(src); !os.IsNotExist(err) {
+		t.Fatalf("source still there after MOVE: %v", err)
+	}
+	// Nothing of the old destination is left, and nothing is lost.
+	sameTree(t, want, treeDigest(t, dst))
+}
+
+func TestWebDAVDeleteLargeTreeGets102sThen204(t *testing.T) {
+	root := t.TempDir()
+	port, _ := startWebDAVCaddy(t, root, webdavSite)
+	p := strconv.Itoa(port)
+	dir := filepath.Join(root, "big")
+	var ex *exchange
+	growing(t, "DELETE", func(n int) {
+		makeTree(t, dir, n, fileSize)
+	}, func() (int, time.Duration) {
+		ex = rawExchange(t, "127.0.0.1:"+p, davRequest("DELETE", p, "/dav/big/"))
+		checkInterimsThenFinal(t, ex, http.StatusNoContent)
+		return len(ex.Interims), ex.Elapsed
+	})
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Fatalf("tree still there after DELETE: %v", err)
+	}
+}
+
+// PROPFIND commits 207 after the first entry and then streams the rest:
+// whatever the 102s before it, none may appear in the stream.
+func TestWebDAVPropfindInfinityStreams207WithNo102Inside(t *testing.T) {
+	root := t.TempDir()
+	port, _ := startWebDAVCaddy(t, root, webdavSite)
+	p := strconv.Itoa(port)
+	const files = 3000
+	makeTree(t, filepath.Join(root, "tree"), files, 64)
+	entries := len(treeDigest(t, filepath.Join(root, "tree")))
+
+	body := `<?xml version="1.0" encoding="utf-8"?><D:propfind xmlns:D="DAV:"><D:allprop/></D:propfind>`
+	ex := rawExchange(t, "127.0.0.1:"+p, davRequest("PROPFIND", p, "/dav/tree/", "Depth: infinity",
+		"Content-Type: application/xml", "Content-Length: "+strconv.Itoa(len(body)))+"\r\n"+body)
+	checkInterimsThenFinal(t, ex, http.StatusMultiStatus)
+	t.Logf("PROPFIND Depth: infinity of %d entries: %v, %d bytes of XML, %d 102s before the 207",
+		entries, ex.Elapsed.Round(time.Millisecond), len(ex.Body), len(ex.Interims))
+	if ex.Header.Get("Transfer-Encoding") != "chunked" && ex.Header.Get("Content-Length") != "" {
+		t.Fatalf("207 was not streamed: %v", ex.Header)
+	}
+	var ms struct {
+		Responses []struct {
+			Href string `xml:"href"`
+		} `xml:"response"`
+	}
+	if err := xml.Unmarshal(ex.Body, &ms); err != nil {
+		t.Fatalf("multistatus body does not parse: %v", err)
+	}
+	if len(ms.Responses) != entries {
+		t.Fatalf("%d entries in the multistatus, want %d", len(ms.Responses), entries)
+	}
+}
+
+// LOCK on an existing resource answers with an implicit 200 (x/net/webdav
+// writes the body without WriteHeader). With `Prefer: processing` the first
+// 102 goes out at once, so the lock's answer comes after a 102: the final
+// status must still be 200 with the Lock-Token, and the 102 bare.
+func TestWebDAVLockAndUnlockAfter102(t *testing.T) {
+	root := t.TempDir()
+	if err := os.WriteFile(filepath.Join(root, "doc.txt"), []byte("hello"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	port, _ := startWebDAVCaddy(t, root, webdavSite)
+	p := strconv.Itoa(port)
+	addr := "127.0.0.1:" + p
+	lockBody := `<?xml version="1.0" encoding="utf-8"?><D:lockinfo xmlns:D="DAV:"><D:lockscope><D:exclusive/></D:lockscope><D:locktype><D:write/></D:locktype><D:owner>test</D:owner></D:lockinfo>`
+
+	for _, prefer := range []bool{false, true} {
+		t.Run(fmt.Sprintf("prefer=%v", prefer), func(t *testing.T) {
+			var extra []string
+			if prefer {
+				extra = append(extra, "Prefer: processing")
+			}
+			ex := rawExchange(t, addr, davRequest("LOCK", p, "/dav/doc.txt", append(extra, "Timeout: Second-60",
+				"Content-Type: application/xml", "Content-Length: "+strconv.Itoa(len(lockBody)))...)+"\r\n"+lockBody)
+			checkInterimsThenFinal(t, ex, http.StatusOK)
+			if prefer != (len(ex.Interims) == 1) {
+				t.Fatalf("prefer=%v: %d 102s before the LOCK's 200", prefer, len(ex.Interims))
+			}
+			token := ex.Header.Get("Lock-Token")
+			if !strings.HasPrefix(token, "<") || !bytes.Contains(ex.Body, []byte("<D:locktoken><D:href>"+strings.Trim(token, "<>"))) {
+				t.Fatalf("LOCK answer lacks its token: Lock-Token %q, body %s", token, ex.Body)
+			}
+
+			// The lock holds: a PUT without the token is refused.
+			put := rawExchange(t, addr, davRequest("PUT", p, "/dav/doc.txt", "Content-Length: 3")+"new")
+			checkInterimsThenFinal(t, put, http.StatusLocked)
+
+			ex = rawExchange(t, addr, davRequest("UNLOCK", p, "/dav/doc.txt", append(extra, "Lock-Token: "+token)...))
+			checkInterimsThenFinal(t, ex, http.StatusNoContent)
+			if prefer != (len(ex.Interims) == 1) {
+				t.Fatalf("prefer=%v: %d 102s before the UNLOCK's 204", prefer, len(ex.Interims))
+			}
+			put = rawExchange(t, addr, davRequest("PUT", p, "/dav/doc.txt", "Content-Length: 3")+"new")
+			checkInterimsThenFinal(t, put, http.StatusCreated)
+		})
+	}
+}
+
+// A large PUT with Expect: 100-continue, its body sent in slices slower
+// than the interval: 100 Continue first (before any 102, or the client
+// would never send its body), then 102s while the body arrives, then 201,
+// and the stored file is the body, byte for byte.
+func TestWebDAVPutLargeBodyWithExpectContinue(t *testing.T) {
+	root := t.TempDir()
+	port, _ := startWebDAVCaddy(t, root, webdavSite)
+	p := strconv.Itoa(port)
+
+	const slice, slices = 1 << 20, 24 // 24 MiB in 1 MiB slices every 25 ms
+	body := make([]byte, slice*slices)
+	for i := range body {
+		body[i] = byte(i * 131 >> 8)
+	}
+	conn, err := net.DialTimeout("tcp", "127.0.0.1:"+p, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(90 * time.Second))
+	start := time.Now()
+	head := davRequest("PUT", p, "/dav/big.bin", "Expect: 100-continue", "Content-Length: "+strconv.Itoa(len(body)))
+	if _, err := io.WriteString(conn, head); err != nil {
+		t.Fatal(err)
+	}
+	all := new(bytes.Buffer)
+	br := bufio.NewReader(io.TeeReader(conn, all))
+	// A real client waits for the 100 before the body.
+	continueLine, err := br.ReadString('\n')
+	if err != nil || continueLine != "HTTP/1.1 100 Continue\r\n" {
+		t.Fatalf("first line %q (%v), want 100 Continue", continueLine, err)
+	}
+	if blank, err := br.ReadString('\n'); err != nil || blank != "\r\n" {
+		t.Fatalf("100 Continue ends with %q (%v)", blank, err)
+	}
+	if wait := time.Since(start); wait > 2*time.Second {
+		t.Fatalf("100 Continue took %v", wait)
+	}
+	for i := range slices {
+		if _, err := conn.Write(body[i*slice : (i+1)*slice]); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+	res, err := readRawResponse(br, start, false)
+	if err != nil {
+		t.Fatalf("reading response: %v\n%s", err, all.Bytes())
+	}
+	if _, err := io.Copy(io.Discard, br); err != nil {
+		t.Fatal(err)
+	}
+	elapsed := time.Since(start)
+	ex := &exchange{rawResponse: res, All: all.Bytes()[len("HTTP/1.1 100 Continue\r\n\r\n"):], Elapsed: elapsed}
+	checkInterimsThenFinal(t, ex, http.StatusCreated)
+	t.Logf("PUT of %d MiB with Expect: 100-continue: %v, 100 then %d 102s", len(body)>>20, elapsed.Round(time.Millisecond), len(res.Interims))
+	if len(res.Interims) < minInterims {
+		t.Fatalf("%d 102s during a %v upload", len(res.Interims), elapsed)
+	}
+	if bytes.Count(ex.All, []byte("100 Continue")) != 0 {
+		t.Fatal("a second 100 Continue")
+	}
+	got, err := os.ReadFile(filepath.Join(root, "big.bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, body) {
+		t.Fatalf("stored %d bytes differ from the %d sent", len(got), len(body))
+	}
+}
+
+func TestWebDAVCopyTreeOverHTTP2(t *testing.T) {
+	root := t.TempDir()
+	_, tlsPort := startWebDAVCaddy(t, root, webdavSite)
+	base := fmt.Sprintf("https://127.0.0.1:%d", tlsPort)
+	client := h2Client()
+	defer client.CloseIdleConnections()
+	var s *seen
+	growing(t, "COPY over HTTP/2", func(n int) {
+		os.RemoveAll(filepath.Join(root, "src"))
+		os.RemoveAll(filepath.Join(root, "dst"))
+		makeTree(t, filepath.Join(root, "src"), n, fileSize)
+	}, func() (int, time.Duration) {
+		req, err := http.NewRequestWithContext(withTimeout(t, 60*time.Second), "COPY", base+"/dav/src/", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Destination", base+"/dav/dst/")
+		start := time.Now()
+		s, err = tracedDo(t, client, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s.Proto != "HTTP/2.0" || s.Status != http.StatusCreated || string(s.Body) != "Created" {
+			t.Fatalf("%s %d %q", s.Proto, s.Status, s.Body)
+		}
+		if s.count(102) != len(s.Interims) {
+			t.Fatalf("interims other than 102: %+v", s.Interims)
+		}
+		return s.count(102), time.Since(start)
+	})
+	for _, in := range s.Interims {
+		if len(in.Header) != 0 {
+			t.Fatalf("a 102 with header fields %v", in.Header)
+		}
+	}
+	sameTree(t, treeDigest(t, filepath.Join(root, "src")), treeDigest(t, filepath.Join(root, "dst")))
+}
