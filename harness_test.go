@@ -181,7 +181,9 @@ func adapt(t testing.TB, caddyfileText string) []byte {
 		t.Fatalf("adapting Caddyfile: %v\n%s", err, caddyfileText)
 	}
 	for _, w := range warnings {
-		t.Logf("adapter warning: %s", w.String())
+		if !strings.Contains(w.Message, "not formatted") {
+			t.Logf("adapter warning: %s", w.String())
+		}
 	}
 	return cfg
 }
@@ -198,10 +200,28 @@ func startCaddy(t testing.TB, sites string) (port, tlsPort int) {
 func startCaddyGlobal(t testing.TB, global, sites string) (port, tlsPort int) {
 	t.Helper()
 	port, tlsPort = freePort(t), freePort(t)
+	usesTLS := strings.Contains(sites, "{TLSPORT}")
 	sites = strings.ReplaceAll(sites, "{PORT}", strconv.Itoa(port))
 	sites = strings.ReplaceAll(sites, "{TLSPORT}", strconv.Itoa(tlsPort))
 	loadConfig(t, adapt(t, global+sites))
+	if usesTLS {
+		waitForTLS(t, tlsPort)
+	}
 	return port, tlsPort
+}
+
+// waitForTLS waits until Caddy's internal CA has issued the site's
+// certificate, which happens in the background after the config loads.
+func waitForTLS(t testing.TB, port int) {
+	t.Helper()
+	eventually(t, "the site certificate", func() bool {
+		conn, err := tls.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port), &tls.Config{InsecureSkipVerify: true})
+		if err != nil {
+			return false
+		}
+		conn.Close()
+		return true
+	})
 }
 
 // loadConfig runs Caddy with JSON config until the test ends.
@@ -211,12 +231,13 @@ func loadConfig(t testing.TB, cfg []byte) {
 		t.Fatalf("loading config: %v\n%s", err, cfg)
 	}
 	t.Cleanup(func() {
+		// Caddy's graceful shutdown waits for open client connections,
+		// and an idle HTTP/2 connection stays open until its client
+		// closes it.
+		closeClientConnections()
 		if err := caddy.Stop(); err != nil {
 			t.Errorf("stopping Caddy: %v", err)
 		}
-		// Caddy's HTTP servers finish closing their listeners in the
-		// background; give idle client connections time to see it.
-		http.DefaultTransport.(*http.Transport).CloseIdleConnections()
 	})
 }
 
@@ -411,12 +432,36 @@ func (s *seen) count(code int) int {
 	return n
 }
 
+// clientTransports are the transports of every client made by the helpers
+// below, so that their idle connections can be closed before Caddy stops.
+var (
+	clientTransportsMu sync.Mutex
+	clientTransports   []interface{ CloseIdleConnections() }
+)
+
+func trackTransport(tr interface{ CloseIdleConnections() }) {
+	clientTransportsMu.Lock()
+	clientTransports = append(clientTransports, tr)
+	clientTransportsMu.Unlock()
+}
+
+func closeClientConnections() {
+	clientTransportsMu.Lock()
+	defer clientTransportsMu.Unlock()
+	for _, tr := range clientTransports {
+		tr.CloseIdleConnections()
+	}
+	clientTransports = nil
+	http.DefaultTransport.(*http.Transport).CloseIdleConnections()
+}
+
 // Clients for each protocol. The TLS ones trust anything: the test's CA is
 // Caddy's internal one, made fresh in a temporary folder.
 func h1Client() *http.Client {
 	tr := &http.Transport{DisableKeepAlives: true, TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}
 	tr.Protocols = new(http.Protocols)
 	tr.Protocols.SetHTTP1(true)
+	trackTransport(tr)
 	return &http.Client{Transport: tr, Timeout: 60 * time.Second}
 }
 
@@ -424,6 +469,7 @@ func h2Client() *http.Client {
 	tr := &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, ForceAttemptHTTP2: true}
 	tr.Protocols = new(http.Protocols)
 	tr.Protocols.SetHTTP2(true)
+	trackTransport(tr)
 	return &http.Client{Transport: tr, Timeout: 60 * time.Second}
 }
 
@@ -431,11 +477,13 @@ func h2cClient() *http.Client {
 	tr := &http.Transport{}
 	tr.Protocols = new(http.Protocols)
 	tr.Protocols.SetUnencryptedHTTP2(true)
+	trackTransport(tr)
 	return &http.Client{Transport: tr, Timeout: 60 * time.Second}
 }
 
 func h3Client() (*http.Client, func()) {
 	tr := &http3.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true, NextProtos: []string{http3.NextProtoH3}}}
+	trackTransport(tr)
 	return &http.Client{Transport: tr, Timeout: 60 * time.Second}, func() { tr.Close() }
 }
 
