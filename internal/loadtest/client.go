@@ -1,0 +1,387 @@
+package main
+
+// The client side of the scale test. It runs in a child process, so that
+// the server's CPU time and memory are the server's alone. Each request is
+// timestamped when it is written; each 102 is timestamped when its last
+// byte is read and compared with the schedule the module promises:
+// delay + k*interval after the request (k = 0 for the first 102).
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+)
+
+type clientConfig struct {
+	Proto          string        `json:"proto"` // h1 or h2 (h2c with prior knowledge)
+	Addr           string        `json:"addr"`
+	N              int           `json:"n"`
+	StreamsPerConn int           `json:"streams_per_conn"` // h2 only
+	Ramp           time.Duration `json:"ramp"`
+	Delay          time.Duration `json:"delay"`
+	Interval       time.Duration `json:"interval"`
+	Timeout        time.Duration `json:"timeout"`
+}
+
+// clientResult is what the child reports to the parent as one JSON line.
+type clientResult struct {
+	Sent      int      `json:"sent"`
+	Completed int      `json:"completed"` // 200 "done" received
+	Failed    int      `json:"failed"`
+	Errors    []string `json:"errors,omitempty"` // the first few
+	Interims  int      `json:"interims"`
+	// Lateness of each 102 against its schedule, in milliseconds.
+	LateP50 float64 `json:"late_p50_ms"`
+	LateP99 float64 `json:"late_p99_ms"`
+	LateMax float64 `json:"late_max_ms"`
+	// Interims that came earlier than their schedule (negative lateness)
+	// by more than 5 ms: 102s the schedule does not account for.
+	Early int `json:"early"`
+	// RampDone is when the last request was written, after start.
+	RampDone time.Duration `json:"ramp_done"`
+	Wall     time.Duration `json:"wall"`
+}
+
+// tally gathers every request's outcome.
+type tally struct {
+	mu        sync.Mutex
+	lateness  []time.Duration
+	completed int
+	failed    int
+	errors    []string
+	sent      int
+}
+
+func (t *tally) add(late []time.Duration, err error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.lateness = append(t.lateness, late...)
+	if err != nil {
+		t.failed++
+		if len(t.errors) < 5 {
+			t.errors = append(t.errors, err.Error())
+		}
+		return
+	}
+	t.completed++
+}
+
+func (t *tally) markSent() {
+	t.mu.Lock()
+	t.sent++
+	t.mu.Unlock()
+}
+
+// schedule turns the arrival times of one request's 102s into lateness.
+func (c clientConfig) schedule(sent time.Time, arrivals []time.Time) []time.Duration {
+	late := make([]time.Duration, len(arrivals))
+	for k, at := range arrivals {
+		late[k] = at.Sub(sent.Add(c.Delay + time.Duration(k)*c.Interval))
+	}
+	return late
+}
+
+// runClient runs the whole load and writes the result as JSON to stdout.
+// A line "ramped" goes to stdout first, once every request is written,
+// so that the parent can sample its memory with all of them in flight.
+func runClient(c clientConfig) error {
+	t := &tally{}
+	start := time.Now()
+	var rampDone time.Duration
+	var wg sync.WaitGroup
+	switch c.Proto {
+	case "h1":
+		for i := range c.N {
+			wg.Go(func() { c.h1Request(t, start.Add(c.slot(i))) })
+		}
+	case "h2":
+		conns := (c.N + c.StreamsPerConn - 1) / c.StreamsPerConn
+		for ci := range conns {
+			// Request i goes on connection i % conns, so that every
+			// connection's streams are spread over the whole ramp.
+			var slots []time.Time
+			for i := ci; i < c.N; i += conns {
+				slots = append(slots, start.Add(c.slot(i)))
+			}
+			wg.Go(func() { c.h2Conn(t, slots) })
+		}
+	default:
+		return fmt.Errorf("unknown protocol %q", c.Proto)
+	}
+	// Report the end of the ramp when every request is written.
+	go func() {
+		for {
+			t.mu.Lock()
+			sent := t.sent + t.failed
+			t.mu.Unlock()
+			if sent >= c.N {
+				break
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		fmt.Println("ramped")
+	}()
+	wg.Wait()
+	rampDone = c.Ramp // the nominal ramp; the parent times its own sample
+
+	r := clientResult{Sent: t.sent, Completed: t.completed, Failed: t.failed, Errors: t.errors, RampDone: rampDone, Wall: time.Since(start)}
+	r.Interims = len(t.lateness)
+	slices.Sort(t.lateness)
+	if n := len(t.lateness); n > 0 {
+		ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+		r.LateP50 = ms(t.lateness[n/2])
+		r.LateP99 = ms(t.lateness[min(n-1, n*99/100)])
+		r.LateMax = ms(t.lateness[n-1])
+		for _, l := range t.lateness {
+			if l < -5*time.Millisecond {
+				r.Early++
+			}
+		}
+	}
+	return json.NewEncoder(os.Stdout).Encode(r)
+}
+
+// slot is when request i is written: the ramp spreads the requests evenly,
+// as real traffic would spread them, instead of firing every timer of
+// every request in the same instant.
+func (c clientConfig) slot(i int) time.Duration {
+	return time.Duration(int64(c.Ramp) * int64(i) / int64(c.N))
+}
+
+// h1Request makes one HTTP/1.1 request on its own connection.
+func (c clientConfig) h1Request(t *tally, at time.Time) {
+	time.Sleep(time.Until(at))
+	conn, err := net.DialTimeout("tcp", c.Addr, 30*time.Second)
+	if err != nil {
+		t.add(nil, err)
+		return
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(c.Timeout))
+	req := "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: loadtest\r\n\r\n"
+	if _, err := io.WriteString(conn, req); err != nil {
+		t.add(nil, err)
+		return
+	}
+	sent := time.Now()
+	t.markSent()
+	var arrivals []time.Time
+	br := bufio.NewReaderSize(conn, 512)
+	for {
+		code, err := readHead(br)
+		if err != nil {
+			t.add(c.schedule(sent, arrivals), fmt.Errorf("after %d interims: %w", len(arrivals), err))
+			return
+		}
+		if code == 102 {
+			arrivals = append(arrivals, time.Now())
+			continue
+		}
+		if code != 200 {
+			t.add(c.schedule(sent, arrivals), fmt.Errorf("status %d", code))
+			return
+		}
+		body := make([]byte, 4)
+		if _, err := io.ReadFull(br, body); err != nil || string(body) != "done" {
+			t.add(c.schedule(sent, arrivals), fmt.Errorf("body %q: %v", body, err))
+			return
+		}
+		t.add(c.schedule(sent, arrivals), nil)
+		return
+	}
+}
+
+// readHead reads one status line and header block and returns the code.
+// The server's final response always has Content-Length 4.
+func readHead(br *bufio.Reader) (int, error) {
+	line, err := br.ReadSlice('\n')
+	if err != nil {
+		return 0, err
+	}
+	f := bytes.Fields(line)
+	if len(f) < 2 || !bytes.HasPrefix(f[0], []byte("HTTP/1.")) {
+		return 0, fmt.Errorf("bad status line %q", line)
+	}
+	code, err := strconv.Atoi(string(f[1]))
+	if err != nil {
+		return 0, fmt.Errorf("bad status line %q", line)
+	}
+	for {
+		line, err := br.ReadSlice('\n')
+		if err != nil {
+			return 0, err
+		}
+		if len(bytes.TrimSpace(line)) == 0 {
+			return code, nil
+		}
+	}
+}
+
+// h2Stream is one request on an HTTP/2 connection.
+type h2Stream struct {
+	sent     time.Time
+	arrivals []time.Time
+	status   int
+}
+
+// h2Conn makes one request per slot on one h2c connection (prior
+// knowledge), all open at once.
+func (c clientConfig) h2Conn(t *tally, slots []time.Time) {
+	time.Sleep(time.Until(slots[0]))
+	fail := func(n int, err error) {
+		for range n {
+			t.add(nil, err)
+		}
+	}
+	conn, err := net.DialTimeout("tcp", c.Addr, 30*time.Second)
+	if err != nil {
+		fail(len(slots), err)
+		return
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(c.Timeout + c.Ramp))
+	if _, err := io.WriteString(conn, http2.ClientPreface); err != nil {
+		fail(len(slots), err)
+		return
+	}
+	bw := bufio.NewWriter(conn)
+	fr := http2.NewFramer(bw, bufio.NewReader(conn))
+	fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+	var wmu sync.Mutex // the framer's writes: the sender and the reader's acks
+	write := func(f func() error) error {
+		wmu.Lock()
+		defer wmu.Unlock()
+		if err := f(); err != nil {
+			return err
+		}
+		return bw.Flush()
+	}
+	if err := write(func() error { return fr.WriteSettings() }); err != nil {
+		fail(len(slots), err)
+		return
+	}
+
+	var mu sync.Mutex // streams, shared by the sender and the reader
+	streams := make(map[uint32]*h2Stream, len(slots))
+	var hbuf bytes.Buffer
+	enc := hpack.NewEncoder(&hbuf)
+	senderDone := make(chan struct{})
+	defer func() {
+		// Closing the connection makes a sender still waiting to write
+		// fail the requests it has not sent.
+		conn.Close()
+		<-senderDone
+	}()
+	go func() {
+		defer close(senderDone)
+		for i, at := range slots {
+			time.Sleep(time.Until(at))
+			id := uint32(2*i + 1)
+			err := write(func() error {
+				hbuf.Reset()
+				for _, f := range [][2]string{{":method", "GET"}, {":scheme", "http"}, {":path", "/"}, {":authority", "127.0.0.1"}, {"user-agent", "loadtest"}} {
+					_ = enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+				}
+				mu.Lock()
+				streams[id] = &h2Stream{sent: time.Now()}
+				mu.Unlock()
+				return fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: hbuf.Bytes(), EndStream: true, EndHeaders: true})
+			})
+			if err != nil {
+				fail(len(slots)-i, err)
+				conn.Close()
+				return
+			}
+			t.markSent()
+		}
+	}()
+
+	finish := func(id uint32, err error) {
+		mu.Lock()
+		s := streams[id]
+		delete(streams, id)
+		mu.Unlock()
+		if s != nil {
+			t.add(c.schedule(s.sent, s.arrivals), err)
+		}
+	}
+	done := 0
+	for done < len(slots) {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			// Every stream still open fails with the connection.
+			mu.Lock()
+			ids := make([]uint32, 0, len(streams))
+			for id := range streams {
+				ids = append(ids, id)
+			}
+			mu.Unlock()
+			for _, id := range ids {
+				finish(id, fmt.Errorf("connection: %w", err))
+			}
+			return
+		}
+		switch f := f.(type) {
+		case *http2.SettingsFrame:
+			if !f.IsAck() {
+				_ = write(func() error { return fr.WriteSettingsAck() })
+			}
+		case *http2.PingFrame:
+			if !f.IsAck() {
+				_ = write(func() error { return fr.WritePing(true, f.Data) })
+			}
+		case *http2.MetaHeadersFrame:
+			code, _ := strconv.Atoi(f.PseudoValue("status"))
+			mu.Lock()
+			if s := streams[f.StreamID]; s != nil {
+				if code == 102 {
+					s.arrivals = append(s.arrivals, time.Now())
+				} else {
+					s.status = code
+				}
+			}
+			mu.Unlock()
+			if f.StreamEnded() {
+				finish(f.StreamID, errors.New("response without body"))
+				done++
+			}
+		case *http2.DataFrame:
+			if f.StreamEnded() {
+				mu.Lock()
+				s := streams[f.StreamID]
+				mu.Unlock()
+				var err error
+				if s != nil && s.status != 200 {
+					err = fmt.Errorf("status %d", s.status)
+				}
+				finish(f.StreamID, err)
+				done++
+			}
+		case *http2.RSTStreamFrame:
+			finish(f.StreamID, fmt.Errorf("stream reset: %v", f.ErrCode))
+			done++
+		case *http2.GoAwayFrame:
+			if f.ErrCode != http2.ErrCodeNo {
+				err := fmt.Errorf("goaway: %v %s", f.ErrCode, strings.TrimSpace(string(f.DebugData())))
+				mu.Lock()
+				n := len(streams)
+				mu.Unlock()
+				fail(n, err)
+				return
+			}
+		}
+	}
+}

@@ -1,0 +1,252 @@
+// Command loadtest measures what the processing module costs a whole Caddy
+// server (issue 4, targets 2 to 4). It runs Caddy in this process and
+// compares each figure with the same Caddy whose config lacks the
+// `processing` line, alternating the two in one session so that both see
+// the same noise on a shared machine.
+//
+//	rps:   requests per second on the fast path, with wrk (HTTP/1.1) and
+//	       h2load (HTTP/2 over h2c), with and without the module.
+//	scale: N concurrent long requests held for a while with a 102 every
+//	       interval, over HTTP/1.1 and h2c: completion, 102 lateness,
+//	       memory per in-flight request, CPU, and CPU per 102.
+//
+// Run it with internal/loadtest/run.sh, which raises the file descriptor
+// limit first. The client of the scale test is this same program started
+// again with -client, so that the server's figures are its own.
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+)
+
+// logf reports progress on stderr. Not the standard logger: Caddy sends
+// that one into its own logs.
+var logf = log.New(os.Stderr, "", log.Ltime)
+
+func main() {
+	var (
+		mode       = flag.String("mode", "all", "what to run: rps, scale or all")
+		out        = flag.String("out", "", "also write the results as JSON to this file")
+		protos     = flag.String("protos", "h1,h2", "protocols to test, comma-separated: h1 (HTTP/1.1), h2 (h2c)")
+		rpsRounds  = flag.Int("rps-rounds", 5, "rps: rounds, each one run with and one without the module")
+		rpsTime    = flag.Duration("rps-duration", 10*time.Second, "rps: length of one run")
+		rpsConns   = flag.Int("rps-conns", 50, "rps: client connections")
+		n          = flag.Int("n", 10000, "scale: concurrent requests")
+		holdFor    = flag.Duration("hold", 30*time.Second, "scale: how long the server holds each request")
+		delay      = flag.Duration("delay", time.Second, "scale: processing delay")
+		interval   = flag.Duration("interval", time.Second, "scale: processing interval")
+		ramp       = flag.Duration("ramp", 5*time.Second, "scale: time over which the requests are spread")
+		streams    = flag.Int("streams", 100, "scale: HTTP/2 streams per connection")
+		clientMode = flag.Bool("client", false, "internal: run as the scale test's client, config as JSON on stdin")
+	)
+	flag.Parse()
+
+	if *clientMode {
+		var c clientConfig
+		if err := json.NewDecoder(os.Stdin).Decode(&c); err != nil {
+			logf.Fatal(err)
+		}
+		if err := runClient(c); err != nil {
+			logf.Fatal(err)
+		}
+		return
+	}
+
+	report := map[string]any{"machine": machine()}
+	var err error
+	for _, p := range strings.Split(*protos, ",") {
+		if *mode == "rps" || *mode == "all" {
+			var r *rpsReport
+			r, err = runRPS(p, *rpsRounds, *rpsTime, *rpsConns)
+			if err != nil {
+				break
+			}
+			report["rps_"+p] = r
+		}
+		if *mode == "scale" || *mode == "all" {
+			var r *scaleReport
+			r, err = runScale(scaleConfig{
+				Proto: p, N: *n, Hold: *holdFor, Delay: *delay, Interval: *interval,
+				Ramp: *ramp, StreamsPerConn: *streams,
+			})
+			if err != nil {
+				break
+			}
+			report["scale_"+p] = r
+		}
+	}
+	_ = caddy.Stop()
+	report["loadavg_end"] = loadavg()
+	if *out != "" {
+		if err := os.MkdirAll(filepath.Dir(*out), 0o755); err != nil {
+			logf.Fatal(err)
+		}
+		b, _ := json.MarshalIndent(report, "", "  ")
+		if err := os.WriteFile(*out, b, 0o644); err != nil {
+			logf.Fatal(err)
+		}
+	}
+	if err != nil {
+		logf.Fatal(err)
+	}
+}
+
+// ---- scale -----------------------------------------------------------------
+
+type scaleConfig struct {
+	Proto          string
+	N              int
+	Hold           time.Duration
+	Delay          time.Duration
+	Interval       time.Duration
+	Ramp           time.Duration
+	StreamsPerConn int
+}
+
+// scaleRun is one run of the scale load, with or without the module.
+type scaleRun struct {
+	Client clientResult `json:"client"`
+	// Memory before the load and with every request in flight.
+	MemBefore memSample `json:"mem_before"`
+	MemDuring memSample `json:"mem_during"`
+	// PerRequest is (during - before) / N: what one in-flight request
+	// holds, Caddy's own share included.
+	PerRequest float64 `json:"bytes_per_request"`
+	// CPU of the server process from the first request to the last.
+	CPU     time.Duration `json:"server_cpu"`
+	Wall    time.Duration `json:"wall"`
+	LoadAvg string        `json:"loadavg"`
+}
+
+type scaleReport struct {
+	Config  scaleConfig `json:"config"`
+	Without scaleRun    `json:"without"`
+	With    scaleRun    `json:"with"`
+	// The module's share of each in-flight request's memory.
+	ModuleBytesPerRequest float64 `json:"module_bytes_per_request"`
+	// (CPU with - CPU without) / 102s sent.
+	CPUPerInterim time.Duration `json:"cpu_per_interim"`
+}
+
+func runScale(c scaleConfig) (*scaleReport, error) {
+	rep := &scaleReport{Config: c}
+	for _, with := range []bool{false, true} {
+		run, err := scaleOnce(c, with)
+		if err != nil {
+			return nil, err
+		}
+		if with {
+			rep.With = *run
+		} else {
+			rep.Without = *run
+		}
+	}
+	rep.ModuleBytesPerRequest = rep.With.PerRequest - rep.Without.PerRequest
+	if n := rep.With.Client.Interims; n > 0 {
+		rep.CPUPerInterim = (rep.With.CPU - rep.Without.CPU) / time.Duration(n)
+	}
+	cl := rep.With.Client
+	logf.Printf("scale %s: with: %d/%d completed, %d failed, %d 102s, lateness p50 %.1f ms p99 %.1f ms max %.1f ms, %d early",
+		c.Proto, cl.Completed, c.N, cl.Failed, cl.Interims, cl.LateP50, cl.LateP99, cl.LateMax, cl.Early)
+	logf.Printf("scale %s: without: %d/%d completed, %d failed", c.Proto, rep.Without.Client.Completed, c.N, rep.Without.Client.Failed)
+	logf.Printf("scale %s: memory per in-flight request: %.0f B with, %.0f B without: the module adds %.0f B",
+		c.Proto, rep.With.PerRequest, rep.Without.PerRequest, rep.ModuleBytesPerRequest)
+	logf.Printf("scale %s: server CPU %v with, %v without (wall %v): %v per 102",
+		c.Proto, rep.With.CPU.Round(time.Millisecond), rep.Without.CPU.Round(time.Millisecond),
+		rep.With.Wall.Round(time.Millisecond), rep.CPUPerInterim)
+	return rep, nil
+}
+
+func scaleOnce(c scaleConfig, with bool) (*scaleRun, error) {
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	directive := ""
+	if with {
+		directive = fmt.Sprintf("processing {\n\t\tdelay %s\n\t\tinterval %s\n\t}", c.Delay, c.Interval)
+	}
+	if err := loadCaddy(fmt.Sprintf("http://127.0.0.1:%d {\n\t%s\n\tloadtest_hold %s\n}\n", port, directive, c.Hold)); err != nil {
+		return nil, err
+	}
+	logf.Printf("scale %s, module=%v: %d requests over %v, held %v", c.Proto, with, c.N, c.Ramp, c.Hold)
+
+	run := &scaleRun{MemBefore: sampleMemory()}
+	cfg, _ := json.Marshal(clientConfig{
+		Proto: c.Proto, Addr: fmt.Sprintf("127.0.0.1:%d", port), N: c.N, StreamsPerConn: c.StreamsPerConn,
+		Ramp: c.Ramp, Delay: c.Delay, Interval: c.Interval, Timeout: c.Hold + time.Minute,
+	})
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(self, "-client")
+	cmd.Stdin = strings.NewReader(string(cfg))
+	cmd.Stderr = os.Stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	cpu0, t0 := cpuTime(), time.Now()
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	lines := bufio.NewScanner(stdout)
+	if !lines.Scan() || lines.Text() != "ramped" {
+		_ = cmd.Wait()
+		return nil, fmt.Errorf("client: expected \"ramped\", got %q", lines.Text())
+	}
+	// Sample with every request in flight, a few 102s in and well before
+	// the first request ends.
+	if wait := min(c.Hold/3, 10*time.Second) - time.Since(t0.Add(c.Ramp)); wait > 0 {
+		time.Sleep(wait)
+	}
+	run.MemDuring = sampleMemory()
+	run.LoadAvg = loadavg()
+	rest, _ := io.ReadAll(stdout)
+	if err := cmd.Wait(); err != nil {
+		return nil, fmt.Errorf("client: %v", err)
+	}
+	run.CPU, run.Wall = cpuTime()-cpu0, time.Since(t0)
+	if err := json.Unmarshal(rest, &run.Client); err != nil {
+		return nil, fmt.Errorf("client result %q: %v", rest, err)
+	}
+	run.PerRequest = (float64(run.MemDuring.total()) - float64(run.MemBefore.total())) / float64(c.N)
+	return run, nil
+}
+
+// ---- machine ---------------------------------------------------------------
+
+func machine() map[string]any {
+	cpu := "unknown"
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if k, v, ok := strings.Cut(l, ":"); ok && strings.TrimSpace(k) == "model name" {
+				cpu = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	return map[string]any{
+		"cpus": runtime.NumCPU(), "cpu_model": cpu, "go": runtime.Version(),
+		"loadavg_start": loadavg(), "date": time.Now().UTC().Format(time.RFC3339),
+	}
+}
+
+func loadavg() string {
+	b, _ := os.ReadFile("/proc/loadavg")
+	return strings.TrimSpace(string(b))
+}
