@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Runs each fuzz target of fuzz_test.go in turn, FUZZTIME each (30s unless
+# set). go test accepts only one target per -fuzz run. A crash is written to
+# testdata/fuzz/<target>/ and fails the run; commit that file with a fix, and
+# it stays a regression test that every plain `go test` replays.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+fuzztime=${FUZZTIME:-30s}
+for target in FuzzCaddyfileDirective FuzzJSONConfig FuzzRequestHeaders; do
+	echo "== fuzz $target for $fuzztime"
+	go test -run '^$' -fuzz "^${target}\$" -fuzztime "$fuzztime" .
+done

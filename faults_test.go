@@ -1,0 +1,601 @@
+package processing
+
+// Faults downstream and around the module: a panic or an error after 102s
+// still ends in Caddy's own error response (handle_errors); an upgrade
+// through reverse_proxy ends the 102s at the 101 and the tunnel carries
+// only the peers' bytes; a reload or a stop with long requests in flight
+// lets them finish, and no 102 goes out afterwards.
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/sha1"
+	"crypto/tls"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/goleak"
+)
+
+// ---- helpers shared by the reliability tests ------------------------------
+
+// relAddr is a loopback address on port.
+func relAddr(port int) string { return "127.0.0.1:" + strconv.Itoa(port) }
+
+// relLeakCheck verifies, once Caddy has stopped at the end of the test, that
+// no goroutine of the test is left: no tick, no handler, no tunnel. Call it
+// before startCaddy, so that its cleanup runs after Caddy's stop.
+func relLeakCheck(t *testing.T) {
+	t.Helper()
+	t.Cleanup(func() {
+		if t.Failed() {
+			return // the failure says more than the goroutines would
+		}
+		http.DefaultTransport.(*http.Transport).CloseIdleConnections()
+		goleak.VerifyNone(t, leakOptions()...)
+	})
+}
+
+// relWaitTLS waits until Caddy's internal CA has issued the site's
+// certificate: Caddy obtains it in the background after the config loads,
+// and a handshake before that fails with "internal error".
+func relWaitTLS(t testing.TB, tlsPort int) {
+	t.Helper()
+	eventually(t, "the site certificate", func() bool {
+		conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 2 * time.Second}, "tcp", relAddr(tlsPort),
+			&tls.Config{InsecureSkipVerify: true, NextProtos: []string{"http/1.1"}})
+		if err != nil {
+			return false
+		}
+		conn.Close()
+		return true
+	})
+}
+
+// relInterimsSent is the module's process-wide count of 102s sent, read
+// through a registry as Prometheus would scrape it.
+func relInterimsSent(t testing.TB) float64 {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(interimsSent)
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum float64
+	for _, mf := range families {
+		for _, m := range mf.GetMetric() {
+			sum += m.GetCounter().GetValue()
+		}
+	}
+	return sum
+}
+
+// relAssertNoMoreInterims checks that the 102 count stays where it is for
+// a while: no timer of a finished request fires.
+func relAssertNoMoreInterims(t testing.TB, quiet time.Duration) {
+	t.Helper()
+	before := relInterimsSent(t)
+	time.Sleep(quiet)
+	if after := relInterimsSent(t); after != before {
+		t.Errorf("%v 102s sent after every request had ended", after-before)
+	}
+}
+
+// relExchange writes req on a new connection, reads one whole response
+// with the harness's raw reader, then everything the server sends until it
+// closes: a 102 after the final response would be there.
+func relExchange(t testing.TB, address, req string) (res *rawResponse, after []byte) {
+	t.Helper()
+	conn, err := net.DialTimeout("tcp", address, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(60 * time.Second))
+	start := time.Now()
+	if _, err := io.WriteString(conn, req); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(conn)
+	res, err = readRawResponse(br, start, strings.HasPrefix(req, "HEAD "))
+	if err != nil {
+		t.Fatalf("reading response: %v\nread so far:\n%s", err, res.Wire)
+	}
+	after, err = io.ReadAll(br)
+	if err != nil && !isConnReset(err) {
+		t.Fatalf("reading after the response: %v", err)
+	}
+	return res, after
+}
+
+// relCheckProgress asserts that the interims are exactly the numbered 102s
+// that `header X-Progress {http.processing.count}` makes, in order.
+func relCheckProgress(t testing.TB, res *rawResponse, atLeast int) {
+	t.Helper()
+	if len(res.Interims) < atLeast {
+		t.Fatalf("%d interim responses, want at least %d:\n%s", len(res.Interims), atLeast, res.Wire)
+	}
+	for i, in := range res.Interims {
+		want := fmt.Sprintf("HTTP/1.1 102 Processing\r\nX-Progress: %d\r\n\r\n", i+1)
+		if in.Raw != want {
+			t.Fatalf("interim %d is %q, want %q", i, in.Raw, want)
+		}
+	}
+}
+
+// relSites serves route over cleartext HTTP/1.1 and h2c, and over TLS with
+// HTTP/1.1, HTTP/2 and HTTP/3.
+func relSites(route string) string {
+	return `
+http://127.0.0.1:{PORT} {
+` + route + `
+}
+https://127.0.0.1:{TLSPORT} {
+	tls internal
+` + route + `
+}
+`
+}
+
+// relProgress numbers each 102. max 4 because quic-go's HTTP/3 client
+// gives up after 5 interim responses.
+const relProgress = `
+	processing {
+		delay 20ms
+		interval 20ms
+		max 4
+		header X-Progress "{http.processing.count}"
+	}
+`
+
+// ---- panic and error after 102s -------------------------------------------
+
+// failLate returns a behaviour that sets a field of its own, works long
+// enough for several 102s, then fails with fail.
+func failLate(fail func() error) caddyhttp.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		w.Header().Set("X-Secret", "never-in-a-102")
+		select {
+		case <-time.After(150 * time.Millisecond):
+		case <-r.Context().Done():
+			return r.Context().Err()
+		}
+		return fail()
+	}
+}
+
+const relHandleErrors = `
+	handle_errors {
+		header X-Handled yes
+		respond "handled {err.status_code}" {err.status_code}
+	}
+`
+
+func TestDownstreamFailureAfterInterimsAnsweredByHandleErrors(t *testing.T) {
+	relLeakCheck(t)
+	setBehaviour(t, "panic_late", failLate(func() error { panic("boom after 102s") }))
+	setBehaviour(t, "error_late", failLate(func() error {
+		return caddyhttp.Error(http.StatusServiceUnavailable, errors.New("backend went away"))
+	}))
+	port, tlsPort := startCaddy(t, relSites(relProgress+`
+	@panic path /panic
+	test_work @panic panic_late
+	test_work error_late
+`+relHandleErrors))
+	relWaitTLS(t, tlsPort)
+	h2 := h2Client()
+	defer h2.CloseIdleConnections()
+	h3, closeH3 := h3Client()
+	defer closeH3()
+
+	for _, tc := range []struct {
+		path string
+		code int
+	}{{"/panic", 500}, {"/error", 503}} {
+		t.Run(tc.path[1:]+"/HTTP1.1", func(t *testing.T) {
+			res, after := relExchange(t, relAddr(port), "GET "+tc.path+" HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+			relCheckProgress(t, res, 2)
+			wantBody := fmt.Sprintf("handled %d", tc.code)
+			if res.Status != tc.code || string(res.Body) != wantBody || res.Header.Get("X-Handled") != "yes" {
+				t.Fatalf("final %d %q (X-Handled %q), want %d %q from handle_errors:\n%s",
+					res.Status, res.Body, res.Header.Get("X-Handled"), tc.code, wantBody, res.Wire)
+			}
+			if len(after) != 0 {
+				t.Fatalf("bytes after the final response: %q", after)
+			}
+		})
+		for _, pc := range []struct {
+			name   string
+			client *http.Client
+		}{{"HTTP2", h2}, {"HTTP3", h3}} {
+			t.Run(tc.path[1:]+"/"+pc.name, func(t *testing.T) {
+				req, _ := http.NewRequestWithContext(withTimeout(t, 30*time.Second), "GET", fmt.Sprintf("https://127.0.0.1:%d%s", tlsPort, tc.path), nil)
+				s, err := tracedDo(t, pc.client, req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if s.Status != tc.code || string(s.Body) != fmt.Sprintf("handled %d", tc.code) {
+					t.Fatalf("final %d %q", s.Status, s.Body)
+				}
+				if n := s.count(102); n < 2 || n != len(s.Interims) {
+					t.Fatalf("interims %+v, want 2 or more 102s only", s.Interims)
+				}
+				for i, in := range s.Interims {
+					if len(in.Header) != 1 || in.Header.Get("X-Progress") != strconv.Itoa(i+1) {
+						t.Fatalf("102 number %d carries %v", i+1, in.Header)
+					}
+				}
+			})
+		}
+	}
+	relAssertNoMoreInterims(t, 100*time.Millisecond)
+}
+
+func TestAbortHandlerAfterInterimsDropsConnection(t *testing.T) {
+	relLeakCheck(t)
+	setBehaviour(t, "abort_late", failLate(func() error { panic(http.ErrAbortHandler) }))
+	setBehaviour(t, "fine", sleepThen(0, "still up"))
+	port, _ := startCaddy(t, `
+http://127.0.0.1:{PORT} {
+`+relProgress+`
+	@abort path /abort
+	test_work @abort abort_late
+	test_work fine
+`+relHandleErrors+`
+}
+`)
+	// http.ErrAbortHandler asks net/http to cut the response short: the
+	// client sees 102s and then the connection closing, never a made-up
+	// final response.
+	conn, err := net.DialTimeout("tcp", relAddr(port), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(30 * time.Second))
+	if _, err := io.WriteString(conn, "GET /abort HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	wire, err := io.ReadAll(conn)
+	if err != nil && !isConnReset(err) {
+		t.Fatalf("reading: %v", err)
+	}
+	res, err := readRawResponse(bytes.NewReader(wire), time.Now(), false)
+	if err != io.EOF || res.Status != 0 {
+		t.Fatalf("want 102s then a closed connection, got status %d, err %v:\n%s", res.Status, err, wire)
+	}
+	relCheckProgress(t, res, 2)
+
+	// A panic in one request costs nothing to the next.
+	res, after := relExchange(t, relAddr(port), "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+	if res.Status != 200 || string(res.Body) != "still up" || len(after) != 0 {
+		t.Fatalf("next request: %d %q %q", res.Status, res.Body, after)
+	}
+	relAssertNoMoreInterims(t, 100*time.Millisecond)
+}
+
+func TestPanicBeforeFirstInterimGoesToNetHTTP(t *testing.T) {
+	relLeakCheck(t)
+	setBehaviour(t, "panic_early", func(w http.ResponseWriter, r *http.Request) error {
+		panic("boom before any 102")
+	})
+	port, _ := startCaddy(t, `
+http://127.0.0.1:{PORT} {
+	processing 10s
+	test_work panic_early
+`+relHandleErrors+`
+}
+`)
+	// Without a 102 sent, the module leaves the panic alone: net/http logs
+	// it and closes the connection, as it would without the module.
+	conn, err := net.DialTimeout("tcp", relAddr(port), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(30 * time.Second))
+	if _, err := io.WriteString(conn, "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	wire, err := io.ReadAll(conn)
+	if (err != nil && !isConnReset(err)) || len(wire) != 0 {
+		t.Fatalf("want the connection closed without a byte, got %q, %v", wire, err)
+	}
+}
+
+// ---- upgrades through reverse_proxy ---------------------------------------
+
+// relEchoUpstream is a backend that answers an Upgrade: websocket request
+// after wait with a 101 of its own making, then echoes every byte back
+// until the client closes. It stops when the test ends.
+func relEchoUpstream(t *testing.T, wait time.Duration) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tunnels sync.WaitGroup
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
+			http.Error(w, "upgrade required", http.StatusUpgradeRequired)
+			return
+		}
+		time.Sleep(wait)
+		conn, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			t.Errorf("upstream hijack: %v", err)
+			return
+		}
+		tunnels.Add(1)
+		defer tunnels.Done()
+		defer conn.Close()
+		fmt.Fprintf(brw, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n",
+			relWebSocketAccept(r.Header.Get("Sec-WebSocket-Key")))
+		if err := brw.Flush(); err != nil {
+			return
+		}
+		_, _ = io.Copy(conn, brw)
+	})}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() {
+		_ = srv.Close()
+		tunnels.Wait()
+	})
+	return ln.Addr().String()
+}
+
+// relWebSocketAccept is RFC 6455 §4.2.2's answer to a Sec-WebSocket-Key.
+func relWebSocketAccept(key string) string {
+	sum := sha1.Sum([]byte(key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"))
+	return base64.StdEncoding.EncodeToString(sum[:])
+}
+
+func TestUpgradeEndsInterimsAndTunnelWorks(t *testing.T) {
+	relLeakCheck(t)
+	for _, tc := range []struct {
+		name    string
+		wait    time.Duration
+		atLeast int
+	}{
+		{"after 102s", 150 * time.Millisecond, 2},
+		{"before the first 102", 0, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			upstream := relEchoUpstream(t, tc.wait)
+			port, _ := startCaddy(t, `
+http://127.0.0.1:{PORT} {
+`+relProgress+`
+	reverse_proxy `+upstream+`
+}
+`)
+			conn, err := net.DialTimeout("tcp", relAddr(port), 5*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			_ = conn.SetDeadline(time.Now().Add(30 * time.Second))
+			const key = "dGhlIHNhbXBsZSBub25jZQ=="
+			start := time.Now()
+			if _, err := io.WriteString(conn, "GET /chat HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+				"Sec-WebSocket-Key: "+key+"\r\nSec-WebSocket-Version: 13\r\n\r\n"); err != nil {
+				t.Fatal(err)
+			}
+			// One reader for the handshake and the tunnel, so that bytes
+			// after the 101 are never lost in a buffer.
+			br := bufio.NewReader(conn)
+			res, err := readRawResponse(br, start, false)
+			if err != nil {
+				t.Fatalf("handshake: %v\n%s", err, res.Wire)
+			}
+			if res.Status != http.StatusSwitchingProtocols || res.Header.Get("Sec-WebSocket-Accept") != relWebSocketAccept(key) ||
+				!strings.EqualFold(res.Header.Get("Upgrade"), "websocket") {
+				t.Fatalf("handshake answer:\n%s", res.Wire)
+			}
+			relCheckProgress(t, res, tc.atLeast)
+
+			// The tunnel stays open for many intervals: had a timer
+			// survived the 101, its 102 would be among the echoed bytes.
+			for i := range 3 {
+				msg := fmt.Sprintf("\x81\x05frame-%d\n", i)
+				if _, err := io.WriteString(conn, msg); err != nil {
+					t.Fatal(err)
+				}
+				got := make([]byte, len(msg))
+				if _, err := io.ReadFull(br, got); err != nil || string(got) != msg {
+					t.Fatalf("echo %d: %q, %v", i, got, err)
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+			_ = conn.(*net.TCPConn).CloseWrite()
+			rest, err := io.ReadAll(br)
+			if len(rest) != 0 || (err != nil && !isConnReset(err)) {
+				t.Fatalf("after the tunnel closed: %q, %v", rest, err)
+			}
+		})
+	}
+	relAssertNoMoreInterims(t, 100*time.Millisecond)
+}
+
+// ---- reload and stop ------------------------------------------------------
+
+// relAdminGlobals is the harness's global options with the admin endpoint
+// on a loopback port, so that the test can reload as `caddy reload` does.
+func relAdminGlobals(t *testing.T, adminPort int) string {
+	g := globalOptions(t)
+	out := strings.Replace(g, "admin off", fmt.Sprintf("admin 127.0.0.1:%d", adminPort), 1)
+	if out == g {
+		t.Fatal("harness global options no longer say `admin off`")
+	}
+	return out
+}
+
+// relLongRequests starts n requests of each kind (raw HTTP/1.1, HTTP/2,
+// HTTP/3) and returns a function that waits for them and checks that each
+// finished with body and 102s that all carry X-Config: config.
+func relLongRequests(t *testing.T, port, tlsPort, n int, body, config string) (wait func()) {
+	t.Helper()
+	var wg sync.WaitGroup
+	h2 := h2Client()
+	h3, closeH3 := h3Client()
+	check := func(kind string, status int, gotBody []byte, interims []http.Header) {
+		if status != 200 || string(gotBody) != body {
+			t.Errorf("%s: final %d %q, want 200 %q", kind, status, gotBody, body)
+		}
+		if len(interims) < 2 {
+			t.Errorf("%s: %d 102s, want 2 or more", kind, len(interims))
+		}
+		for _, h := range interims {
+			if len(h) != 1 || h.Get("X-Config") != config {
+				t.Errorf("%s: 102 carries %v, want only X-Config: %s", kind, h, config)
+			}
+		}
+	}
+	for range n {
+		wg.Add(3)
+		go func() {
+			defer wg.Done()
+			conn, err := net.DialTimeout("tcp", relAddr(port), 5*time.Second)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer conn.Close()
+			_ = conn.SetDeadline(time.Now().Add(60 * time.Second))
+			start := time.Now()
+			if _, err := io.WriteString(conn, "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"); err != nil {
+				t.Error(err)
+				return
+			}
+			res, err := readRawResponse(conn, start, false)
+			if err != nil {
+				t.Errorf("HTTP/1.1: %v\n%s", err, res.Wire)
+				return
+			}
+			var hs []http.Header
+			for _, in := range res.Interims {
+				if in.Code != 102 {
+					t.Errorf("HTTP/1.1: interim %d", in.Code)
+				}
+				hs = append(hs, in.Header)
+			}
+			if after, _ := io.ReadAll(conn); len(after) != 0 {
+				t.Errorf("HTTP/1.1: bytes after the final response: %q", after)
+			}
+			check("HTTP/1.1", res.Status, res.Body, hs)
+		}()
+		for _, pc := range []struct {
+			kind   string
+			client *http.Client
+		}{{"HTTP/2", h2}, {"HTTP/3", h3}} {
+			go func() {
+				defer wg.Done()
+				req, _ := http.NewRequest("GET", fmt.Sprintf("https://127.0.0.1:%d/", tlsPort), nil)
+				s, err := tracedDo(t, pc.client, req)
+				if err != nil {
+					t.Errorf("%s: %v", pc.kind, err)
+					return
+				}
+				var hs []http.Header
+				for _, in := range s.Interims {
+					if in.Code != 102 {
+						t.Errorf("%s: interim %d", pc.kind, in.Code)
+					}
+					hs = append(hs, in.Header)
+				}
+				check(pc.kind, s.Status, s.Body, hs)
+			}()
+		}
+	}
+	return func() {
+		wg.Wait()
+		h2.CloseIdleConnections()
+		closeH3()
+	}
+}
+
+func TestReloadAndStopWithLongRequestsInFlight(t *testing.T) {
+	relLeakCheck(t)
+	setBehaviour(t, "long", sleepThen(1200*time.Millisecond, "long done"))
+	adminPort, port, tlsPort := freePort(t), freePort(t), freePort(t)
+	config := func(name string) []byte {
+		sites := relSites(`
+	processing {
+		delay 200ms
+		interval 200ms
+		max 4
+		header X-Config `+name+`
+	}
+	test_work long
+`)
+		sites = strings.ReplaceAll(sites, "{PORT}", strconv.Itoa(port))
+		sites = strings.ReplaceAll(sites, "{TLSPORT}", strconv.Itoa(tlsPort))
+		return adapt(t, relAdminGlobals(t, adminPort)+sites)
+	}
+	loadConfig(t, config("v1"))
+	relWaitTLS(t, tlsPort)
+
+	// Reload through the admin endpoint, as `caddy reload` does, while
+	// requests of the first config are in their 102s.
+	waitV1 := relLongRequests(t, port, tlsPort, 3, "long done", "v1")
+	time.Sleep(300 * time.Millisecond)
+	res, err := http.Post(fmt.Sprintf("http://127.0.0.1:%d/load", adminPort), "application/json", bytes.NewReader(config("v2")))
+	if err != nil {
+		t.Fatalf("reload: %v", err)
+	}
+	msg, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != 200 {
+		t.Fatalf("reload: %d %s", res.StatusCode, msg)
+	}
+	// Requests that start after the reload are the new config's.
+	waitV2 := relLongRequests(t, port, tlsPort, 1, "long done", "v2")
+	waitV1()
+	waitV2()
+
+	// Stop (what `caddy stop` does, less the process exit) with requests
+	// in flight: Caddy's eternal default grace period lets them finish.
+	waitStop := relLongRequests(t, port, tlsPort, 2, "long done", "v2")
+	time.Sleep(300 * time.Millisecond)
+	stopped := make(chan error, 1)
+	go func() { stopped <- caddyStopFromAdmin(adminPort) }()
+	waitStop()
+	if err := <-stopped; err != nil {
+		t.Errorf("stop: %v", err)
+	}
+	relAssertNoMoreInterims(t, 200*time.Millisecond)
+}
+
+// caddyStopFromAdmin asks the admin endpoint to stop, as `caddy stop`
+// does, but the /stop endpoint would also exit the test process; loading
+// an empty config through the same endpoint stops every server instead.
+func caddyStopFromAdmin(adminPort int) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cfg := fmt.Sprintf(`{"admin": {"listen": "127.0.0.1:%d", "config": {"persist": false}}}`, adminPort)
+	req, _ := http.NewRequestWithContext(ctx, "POST", fmt.Sprintf("http://127.0.0.1:%d/load", adminPort), strings.NewReader(cfg))
+	req.Header.Set("Content-Type", "application/json")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer res.Body.Close()
+	msg, _ := io.ReadAll(res.Body)
+	if res.StatusCode != 200 {
+		return fmt.Errorf("%d %s", res.StatusCode, msg)
+	}
+	return nil
+}
+
