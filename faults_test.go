@@ -536,7 +536,7 @@ func TestReloadAndStopWithLongRequestsInFlight(t *testing.T) {
 		delay 200ms
 		interval 200ms
 		max 4
-		header X-Config `+name+`
+		header X-Config ` + name + `
 	}
 	test_work long
 `)
@@ -598,4 +598,3 @@ func caddyStopFromAdmin(adminPort int) error {
 	}
 	return nil
 }
-

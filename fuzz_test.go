@@ -200,7 +200,7 @@ http://127.0.0.1:{PORT} {
 
 	type seed struct {
 		method, path, proto, prefer, expect string
-		bodyLen                              uint16
+		bodyLen                             uint16
 	}
 	for _, s := range []seed{
 		{"GET", "/", "HTTP/1.1", "", "", 0},
