@@ -50,6 +50,7 @@ func main() {
 		interval   = flag.Duration("interval", time.Second, "scale: processing interval")
 		ramp       = flag.Duration("ramp", 5*time.Second, "scale: time over which the requests are spread")
 		streams    = flag.Int("streams", 100, "scale: HTTP/2 streams per connection")
+		withLines  = flag.String("with", "", "scale: the Caddyfile lines of the run with the module (default: processing with -delay and -interval)")
 		clientMode = flag.Bool("client", false, "internal: run as the scale test's client, config as JSON on stdin")
 	)
 	flag.Parse()
@@ -80,7 +81,7 @@ func main() {
 			var r *scaleReport
 			r, err = runScale(scaleConfig{
 				Proto: p, N: *n, Hold: *holdFor, Delay: *delay, Interval: *interval,
-				Ramp: *ramp, StreamsPerConn: *streams,
+				Ramp: *ramp, StreamsPerConn: *streams, WithLines: *withLines,
 			})
 			if err != nil {
 				break
@@ -114,6 +115,7 @@ type scaleConfig struct {
 	Interval       time.Duration
 	Ramp           time.Duration
 	StreamsPerConn int
+	WithLines      string
 }
 
 // scaleRun is one run of the scale load, with or without the module.
@@ -162,8 +164,10 @@ func runScale(c scaleConfig) (*scaleReport, error) {
 	logf.Printf("scale %s: with: %d/%d completed, %d failed, %d 102s, lateness p50 %.1f ms p99 %.1f ms max %.1f ms, %d early",
 		c.Proto, cl.Completed, c.N, cl.Failed, cl.Interims, cl.LateP50, cl.LateP99, cl.LateMax, cl.Early)
 	logf.Printf("scale %s: without: %d/%d completed, %d failed", c.Proto, rep.Without.Client.Completed, c.N, rep.Without.Client.Failed)
-	logf.Printf("scale %s: memory per in-flight request: %.0f B with, %.0f B without: the module adds %.0f B",
-		c.Proto, rep.With.PerRequest, rep.Without.PerRequest, rep.ModuleBytesPerRequest)
+	logf.Printf("scale %s: memory per in-flight request: %.0f B with, %.0f B without: the module adds %.0f B (heap %+.0f B, stacks %+.0f B)",
+		c.Proto, rep.With.PerRequest, rep.Without.PerRequest, rep.ModuleBytesPerRequest,
+		perRequest(rep.With, c.N, func(m memSample) uint64 { return m.HeapLive })-perRequest(rep.Without, c.N, func(m memSample) uint64 { return m.HeapLive }),
+		perRequest(rep.With, c.N, func(m memSample) uint64 { return m.Stacks })-perRequest(rep.Without, c.N, func(m memSample) uint64 { return m.Stacks }))
 	logf.Printf("scale %s: server CPU %v with, %v without (wall %v): %v per 102",
 		c.Proto, rep.With.CPU.Round(time.Millisecond), rep.Without.CPU.Round(time.Millisecond),
 		rep.With.Wall.Round(time.Millisecond), rep.CPUPerInterim)
@@ -177,7 +181,10 @@ func scaleOnce(c scaleConfig, with bool) (*scaleRun, error) {
 	}
 	directive := ""
 	if with {
-		directive = fmt.Sprintf("processing {\n\t\tdelay %s\n\t\tinterval %s\n\t}", c.Delay, c.Interval)
+		directive = c.WithLines
+		if directive == "" {
+			directive = fmt.Sprintf("processing {\n\t\tdelay %s\n\t\tinterval %s\n\t}", c.Delay, c.Interval)
+		}
 	}
 	if err := loadCaddy(fmt.Sprintf("http://127.0.0.1:%d {\n\t%s\n\tloadtest_hold %s\n}\n", port, directive, c.Hold)); err != nil {
 		return nil, err
@@ -226,6 +233,11 @@ func scaleOnce(c scaleConfig, with bool) (*scaleRun, error) {
 	}
 	run.PerRequest = (float64(run.MemDuring.total()) - float64(run.MemBefore.total())) / float64(c.N)
 	return run, nil
+}
+
+// perRequest is one part of a run's memory growth, divided by n.
+func perRequest(r scaleRun, n int, part func(memSample) uint64) float64 {
+	return (float64(part(r.MemDuring)) - float64(part(r.MemBefore))) / float64(n)
 }
 
 // ---- machine ---------------------------------------------------------------
