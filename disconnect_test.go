@@ -1,0 +1,381 @@
+package processing
+
+// Clients that go away at every stage of a request: before the first 102,
+// between 102s, in the middle of the response body and in the middle of an
+// upload. Whatever the protocol, the next handler hears of it (its context
+// is cancelled, or its body read fails), the module's timer stops with the
+// request, and once Caddy stops nothing of the request is left running.
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptrace"
+	"net/textproto"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+)
+
+// discRecord is what the next handler reports about one request.
+type discRecord struct {
+	started   chan struct{} // the handler is running
+	cancelled chan struct{} // it saw its context done or its body fail
+	returned  chan struct{} // it returned
+	over      chan struct{} // processing's ServeHTTP returned (relRequestOver)
+	how       atomic.Value  // string: how it learnt the client had gone
+}
+
+var discRecords sync.Map // request id → *discRecord
+
+func newDiscRecord(t *testing.T, id string) *discRecord {
+	rec := &discRecord{started: make(chan struct{}), cancelled: make(chan struct{}), returned: make(chan struct{}), over: make(chan struct{})}
+	discRecords.Store(id, rec)
+	t.Cleanup(func() { discRecords.Delete(id) })
+	return rec
+}
+
+// relRequestOver (directive rel_request_over, for use inside a route
+// before processing) reports when everything after it, processing
+// included, has returned: from then on no tick of the request may run.
+type relRequestOver struct{}
+
+func (relRequestOver) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{ID: "http.handlers.rel_request_over", New: func() caddy.Module { return new(relRequestOver) }}
+}
+
+func (relRequestOver) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	defer func() {
+		if v, ok := discRecords.Load(r.URL.Query().Get("id")); ok {
+			close(v.(*discRecord).over)
+		}
+	}()
+	return next.ServeHTTP(w, r)
+}
+
+func init() {
+	caddy.RegisterModule(relRequestOver{})
+	httpcaddyfile.RegisterHandlerDirective("rel_request_over", func(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+		h.Next()
+		return relRequestOver{}, nil
+	})
+}
+
+// discBehaviour waits for the client to go. With stage=midbody it first
+// commits a 200 and sends part of the body; a POST reads its body first.
+func discBehaviour(w http.ResponseWriter, r *http.Request) error {
+	v, ok := discRecords.Load(r.URL.Query().Get("id"))
+	if !ok {
+		return fmt.Errorf("unknown request %q", r.URL.RawQuery)
+	}
+	rec := v.(*discRecord)
+	defer close(rec.returned)
+	close(rec.started)
+	w.Header().Set("X-Secret", "never-in-a-102")
+	if r.Method == http.MethodPost {
+		if _, err := io.Copy(io.Discard, r.Body); err != nil {
+			rec.how.Store("body read failed: " + err.Error())
+			close(rec.cancelled)
+			return err
+		}
+	}
+	if r.URL.Query().Get("stage") == "midbody" {
+		select {
+		case <-time.After(150 * time.Millisecond):
+		case <-r.Context().Done():
+		}
+		if _, err := io.WriteString(w, "part one\n"); err != nil {
+			rec.how.Store("write failed: " + err.Error())
+			close(rec.cancelled)
+			return err
+		}
+		_ = http.NewResponseController(w).Flush()
+	}
+	select {
+	case <-r.Context().Done():
+		rec.how.Store("context: " + r.Context().Err().Error())
+		close(rec.cancelled)
+		return r.Context().Err()
+	case <-time.After(30 * time.Second):
+		return fmt.Errorf("client never went away")
+	}
+}
+
+// discStage is one way for a client to leave.
+type discStage struct {
+	name string
+	// upload: the request is a POST with Expect: 100-continue whose body
+	// is cut after its first half.
+	upload bool
+	// leaveAfter102s: leave after this many 102s; 0 leaves before any.
+	leaveAfter102s int
+	// leaveInBody: leave after the first part of the final response body.
+	leaveInBody bool
+}
+
+var discStages = []discStage{
+	{name: "before the first 102"},
+	{name: "between 102s", leaveAfter102s: 2},
+	{name: "mid body", leaveInBody: true},
+	{name: "mid upload", upload: true, leaveAfter102s: 1},
+}
+
+func (s discStage) query(id string) string {
+	q := "id=" + id + "&stage="
+	switch {
+	case s.leaveInBody:
+		q += "midbody"
+	case s.leaveAfter102s == 0:
+		q += "before"
+	default:
+		q += "between"
+	}
+	return q
+}
+
+func TestClientDisconnectsAtEveryStage(t *testing.T) {
+	relLeakCheck(t)
+	setBehaviour(t, "disc", discBehaviour)
+	// "before" requests get a long delay so that the client is surely gone
+	// first; the others get 102s every 20 ms, at most 4 (quic-go's client
+	// gives up after 5).
+	port, tlsPort := startCaddy(t, relSites(`
+	@before query stage=before
+	@others not query stage=before
+	route {
+		rel_request_over
+		processing @before {
+			delay 2s
+			header X-Progress "{http.processing.count}"
+		}
+		processing @others {
+			delay 20ms
+			interval 20ms
+			max 4
+			header X-Progress "{http.processing.count}"
+		}
+		test_work disc
+	}
+`))
+	relWaitTLS(t, tlsPort)
+	h2 := h2Client()
+	defer h2.CloseIdleConnections()
+	h3, closeH3 := h3Client()
+	defer closeH3()
+
+	n := 0
+	for _, stage := range discStages {
+		for _, proto := range []string{"HTTP1.1", "HTTP2", "HTTP3"} {
+			n++
+			id := fmt.Sprint(n)
+			t.Run(stage.name+"/"+proto, func(t *testing.T) {
+				rec := newDiscRecord(t, id)
+				sentBefore := relInterimsSent(t)
+				var seen int
+				switch proto {
+				case "HTTP1.1":
+					seen = discRawClient(t, relAddr(port), stage, id)
+				case "HTTP2":
+					seen = discGoClient(t, h2, fmt.Sprintf("https://127.0.0.1:%d", tlsPort), stage, id)
+				case "HTTP3":
+					seen = discGoClient(t, h3, fmt.Sprintf("https://127.0.0.1:%d", tlsPort), stage, id)
+				}
+				if seen < stage.leaveAfter102s {
+					t.Fatalf("client saw %d 102s before leaving, wanted %d", seen, stage.leaveAfter102s)
+				}
+				select {
+				case <-rec.cancelled:
+				case <-time.After(20 * time.Second):
+					t.Fatal("the next handler never heard that the client had gone")
+				}
+				select {
+				case <-rec.returned:
+				case <-time.After(20 * time.Second):
+					t.Fatal("the next handler did not return")
+				}
+				select {
+				case <-rec.over:
+				case <-time.After(20 * time.Second):
+					t.Fatal("processing did not return")
+				}
+				t.Logf("next handler: %v; client saw %d 102s", rec.how.Load(), seen)
+				// The request is over: its timer must not send again.
+				relAssertNoMoreInterims(t, 100*time.Millisecond)
+				if stage.leaveAfter102s == 0 && !stage.leaveInBody {
+					if d := relInterimsSent(t) - sentBefore; d != 0 {
+						t.Errorf("%v 102s sent for a request whose client left before the delay", d)
+					}
+				}
+			})
+		}
+	}
+}
+
+// discRawClient plays one stage over a raw HTTP/1.1 connection and returns
+// how many 102s it read before closing.
+func discRawClient(t *testing.T, address string, stage discStage, id string) int {
+	t.Helper()
+	conn, err := net.DialTimeout("tcp", address, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(30 * time.Second))
+	tp := textproto.NewReader(bufio.NewReader(conn))
+	target := "/?" + stage.query(id)
+	if stage.upload {
+		if _, err := fmt.Fprintf(conn, "POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\nExpect: 100-continue\r\nContent-Length: 20000\r\n\r\n", target); err != nil {
+			t.Fatal(err)
+		}
+		if line := discReadHead(t, tp); line != "HTTP/1.1 100 Continue" {
+			t.Fatalf("want 100 Continue first, got %q", line)
+		}
+		if _, err := conn.Write(make([]byte, 10000)); err != nil {
+			t.Fatal(err)
+		}
+	} else {
+		if _, err := fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", target); err != nil {
+			t.Fatal(err)
+		}
+	}
+	seen := 0
+	switch {
+	case stage.leaveAfter102s == 0 && !stage.leaveInBody:
+		time.Sleep(50 * time.Millisecond)
+	case stage.leaveInBody:
+		for {
+			line := discReadHead(t, tp)
+			if line == "HTTP/1.1 200 OK" {
+				break
+			}
+			if line != "HTTP/1.1 102 Processing" {
+				t.Fatalf("got %q before the final status", line)
+			}
+			seen++
+		}
+		// Chunked: the size line, then the first part.
+		if _, err := tp.ReadLine(); err != nil {
+			t.Fatal(err)
+		}
+		if part, err := tp.ReadLine(); err != nil || part != "part one" {
+			t.Fatalf("first part %q, %v", part, err)
+		}
+	default:
+		for seen < stage.leaveAfter102s {
+			if line := discReadHead(t, tp); line != "HTTP/1.1 102 Processing" {
+				t.Fatalf("got %q, want a 102", line)
+			}
+			seen++
+		}
+	}
+	return seen
+}
+
+// discReadHead reads one response head and returns its status line.
+func discReadHead(t *testing.T, tp *textproto.Reader) string {
+	t.Helper()
+	line, err := tp.ReadLine()
+	if err != nil {
+		t.Fatalf("reading status line: %v", err)
+	}
+	h, err := tp.ReadMIMEHeader()
+	if err != nil {
+		t.Fatalf("reading header: %v", err)
+	}
+	if strings.HasPrefix(line, "HTTP/1.1 1") && h.Get("X-Secret") != "" {
+		t.Fatalf("interim %q carries the handler's field", line)
+	}
+	return line
+}
+
+// discGoClient plays one stage with a Go client (HTTP/2 or HTTP/3): leaving
+// is cancelling the request, which resets the stream.
+func discGoClient(t *testing.T, client *http.Client, base string, stage discStage, id string) int {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var seen atomic.Int32
+	enough := make(chan struct{})
+	trace := &httptrace.ClientTrace{
+		Got1xxResponse: func(code int, h textproto.MIMEHeader) error {
+			if code == http.StatusProcessing {
+				if h.Get("X-Secret") != "" {
+					t.Errorf("102 carries the handler's field: %v", h)
+				}
+				if int(seen.Add(1)) == stage.leaveAfter102s {
+					close(enough)
+				}
+			}
+			return nil
+		},
+	}
+	ctx = httptrace.WithClientTrace(ctx, trace)
+	target := base + "/?" + stage.query(id)
+	var req *http.Request
+	if stage.upload {
+		pr, pw := io.Pipe()
+		defer pw.Close()
+		req, _ = http.NewRequestWithContext(ctx, http.MethodPost, target, pr)
+		req.ContentLength = 20000
+		go func() {
+			// Half the body; the rest never comes.
+			_, _ = pw.Write(make([]byte, 10000))
+		}()
+	} else {
+		req, _ = http.NewRequestWithContext(ctx, http.MethodGet, target, nil)
+	}
+	type result struct {
+		res *http.Response
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		res, err := client.Do(req)
+		done <- result{res, err}
+	}()
+	switch {
+	case stage.leaveAfter102s == 0 && !stage.leaveInBody:
+		time.Sleep(50 * time.Millisecond)
+		cancel()
+		if r := <-done; r.err == nil {
+			r.res.Body.Close()
+			t.Fatalf("request finished with %d before the client left", r.res.StatusCode)
+		}
+	case stage.leaveInBody:
+		r := <-done
+		if r.err != nil {
+			t.Fatal(r.err)
+		}
+		buf := make([]byte, len("part one\n"))
+		if _, err := io.ReadFull(r.res.Body, buf); err != nil || string(buf) != "part one\n" {
+			t.Fatalf("first part %q, %v", buf, err)
+		}
+		cancel()
+		r.res.Body.Close()
+	default:
+		select {
+		case <-enough:
+		case r := <-done:
+			if r.err == nil {
+				r.res.Body.Close()
+			}
+			t.Fatalf("request ended (%v) before %d 102s", r.err, stage.leaveAfter102s)
+		case <-time.After(20 * time.Second):
+			t.Fatalf("no %d 102s", stage.leaveAfter102s)
+		}
+		cancel()
+		if r := <-done; r.err == nil {
+			r.res.Body.Close()
+		}
+	}
+	return int(seen.Load())
+}
