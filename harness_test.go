@@ -51,6 +51,8 @@ func leakOptions() []goleak.Option {
 		goleak.IgnoreAnyFunction("github.com/caddyserver/caddy/v2/modules/caddytls.(*TLS).keepStorageClean.func1"),
 		goleak.IgnoreAnyFunction("github.com/caddyserver/caddy/v2/modules/caddypki.(*PKI).Start.func1"),
 		goleak.IgnoreAnyFunction("github.com/caddyserver/certmagic.keepLockfileFresh"),
+		// The log file writer's rotation goroutine lives as long as the process.
+		goleak.IgnoreAnyFunction("github.com/DeRuina/timberjack.(*Logger).millRun"),
 		goleak.IgnoreAnyFunction("internal/poll.runtime_pollWait"),
 		goleak.IgnoreAnyFunction("net/http.(*persistConn).readLoop"),
 		goleak.IgnoreAnyFunction("net/http.(*persistConn).writeLoop"),
@@ -200,10 +202,10 @@ func startCaddy(t testing.TB, sites string) (port, tlsPort int) {
 func startCaddyGlobal(t testing.TB, global, sites string) (port, tlsPort int) {
 	t.Helper()
 	port, tlsPort = freePort(t), freePort(t)
-	usesTLS := strings.Contains(sites, "{TLSPORT}")
-	sites = strings.ReplaceAll(sites, "{PORT}", strconv.Itoa(port))
-	sites = strings.ReplaceAll(sites, "{TLSPORT}", strconv.Itoa(tlsPort))
-	loadConfig(t, adapt(t, global+sites))
+	usesTLS := strings.Contains(sites, "https://127.0.0.1:{TLSPORT}")
+	text := strings.ReplaceAll(global+sites, "{PORT}", strconv.Itoa(port))
+	text = strings.ReplaceAll(text, "{TLSPORT}", strconv.Itoa(tlsPort))
+	loadConfig(t, adapt(t, text))
 	if usesTLS {
 		waitForTLS(t, tlsPort)
 	}
@@ -517,4 +519,3 @@ func withTimeout(t testing.TB, d time.Duration) context.Context {
 	t.Cleanup(cancel)
 	return ctx
 }
-

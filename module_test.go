@@ -75,7 +75,7 @@ http://127.0.0.1:{PORT} {
 
 // finalStatusLine matches any status line; used to check what follows the
 // final response.
-var statusLine = regexp.MustCompile(`HTTP/1\.[01] \d{3} `)
+var anyStatusLine = regexp.MustCompile(`HTTP/1\.[01] \d{3} `)
 
 func TestNoInterimAfterFinalStatus(t *testing.T) {
 	// The next handler commits its status at once and then streams slowly,
@@ -104,7 +104,7 @@ http://127.0.0.1:{PORT} {
 		t.Fatalf("got %d with %d interims:\n%s", res.Status, len(res.Interims), res.Wire)
 	}
 	final := bytes.Index(res.Wire, []byte("HTTP/1.1 202 Accepted"))
-	if rest := res.Wire[final+1:]; statusLine.Match(rest) {
+	if rest := res.Wire[final+1:]; anyStatusLine.Match(rest) {
 		t.Fatalf("a status line follows the final one:\n%s", res.Wire)
 	}
 	if !strings.HasPrefix(string(res.Body), "chunk 0\n") || !strings.HasSuffix(string(res.Body), "chunk 9\n") {

@@ -113,6 +113,13 @@ type interimWriter struct {
 	// ticks, 1xx from the next handler and the commit of the final status.
 	mu sync.Mutex
 	// Guarded by mu:
+	// base is the innermost writer, net/http's own, found by Unwrap at the
+	// first 102. The 102s go straight to it, past the writers Caddy's
+	// server puts outside the route: its access-log recorder and metrics
+	// wrapper take any WriteHeader call as the response's first byte and
+	// status, and would record 102 (caddy_http_response_duration_seconds
+	// with code="102").
+	base    http.ResponseWriter
 	phase   phase
 	count   int       // 102s sent by this module
 	interim bool      // some 1xx (ours or the next handler's) was written
@@ -235,7 +242,10 @@ func (w *interimWriter) sendInterimLocked(now time.Time) {
 			w.realHeader[f.name] = f.values
 		}
 	}
-	w.rw.WriteHeader(http.StatusProcessing)
+	if w.base == nil {
+		w.base = innermost(w.rw)
+	}
+	w.base.WriteHeader(http.StatusProcessing)
 	w.afterInterimLocked()
 
 	server := serverName(w.ctx)
@@ -440,8 +450,9 @@ func (w *interimWriter) finish(r *http.Request, err error, panicking bool) {
 				moveHeader(w.realHeader, w.held)
 			}
 			if err == nil && !panicking && w.interim {
-				// The next handler wrote nothing: make Go's implicit 200
-				// explicit, or Caddy's access log records the 102.
+				// The next handler wrote nothing after a 1xx of its own:
+				// make Go's implicit 200 explicit, or Caddy's access log
+				// records that 1xx as the status.
 				w.rw.WriteHeader(http.StatusOK)
 			}
 		case !w.hijacked && len(w.held) > 0:
@@ -469,7 +480,7 @@ func (w *interimWriter) reset() {
 	w.h, w.rw, w.realHeader, w.ctx = nil, nil, nil, nil
 	w.start, w.uri, w.method, w.http2 = time.Time{}, "", "", false
 	w.fields, w.gate = nil, nil
-	w.phase, w.count, w.interim, w.nextDue = waiting, 0, false, time.Time{}
+	w.base, w.phase, w.count, w.interim, w.nextDue = nil, waiting, 0, false, time.Time{}
 	w.vacated, w.gated, w.overdue, w.tainted = false, false, false, false
 	w.handedOut, w.committed, w.hijacked = false, false, false
 }
@@ -499,6 +510,19 @@ func (w *interimWriter) openGate() {
 		w.overdue = false
 		w.nextDue = time.Time{}
 		w.scheduleLocked(0)
+	}
+}
+
+// innermost follows Unwrap down to the writer of net/http (or quic-go).
+// The wrappers share that writer's header map, which begin took as
+// realHeader.
+func innermost(rw http.ResponseWriter) http.ResponseWriter {
+	for {
+		u, ok := rw.(interface{ Unwrap() http.ResponseWriter })
+		if !ok {
+			return rw
+		}
+		rw = u.Unwrap()
 	}
 }
 

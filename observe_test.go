@@ -1,0 +1,247 @@
+package processing
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"github.com/caddyserver/caddy/v2"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// readJSONLines parses a JSON-lines log file.
+func readJSONLines(t *testing.T, path string) []map[string]any {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var out []map[string]any
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		var m map[string]any
+		if err := json.Unmarshal(sc.Bytes(), &m); err == nil {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// metricValue reads one sample from Prometheus text exposition.
+func metricValue(t *testing.T, url, name, server string) float64 {
+	t.Helper()
+	res, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	body, _ := io.ReadAll(res.Body)
+	re := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(name) + `\{server="` + regexp.QuoteMeta(server) + `"\} (\S+)$`)
+	m := re.FindSubmatch(body)
+	if m == nil {
+		return 0
+	}
+	v, err := strconv.ParseFloat(string(m[1]), 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+func observeConfig(logFile, accessLog, interval string) string {
+	return fmt.Sprintf(`
+http://127.0.0.1:{PORT} {
+	log {
+		output file %[2]s
+		format json
+	}
+	log_append interim_count {http.vars.processing.interim_count}
+	handle /metrics {
+		metrics
+	}
+	handle /write {
+		processing %[3]s
+		test_work slowwrite
+	}
+	handle /nothing {
+		processing %[3]s
+		test_work slownothing
+	}
+}
+http://127.0.0.1:{TLSPORT} {
+	processing %[3]s
+	test_work slowwrite
+}
+`, logFile, accessLog, interval)
+}
+
+func TestLogsVariableAndMetrics(t *testing.T) {
+	setBehaviour(t, "slowwrite", func(w http.ResponseWriter, r *http.Request) error {
+		time.Sleep(700 * time.Millisecond)
+		_, err := io.WriteString(w, "written") // implicit 200
+		return err
+	})
+	setBehaviour(t, "slownothing", func(w http.ResponseWriter, r *http.Request) error {
+		time.Sleep(700 * time.Millisecond)
+		return nil // writes nothing at all
+	})
+	dir := t.TempDir()
+	logFile, accessLog := filepath.Join(dir, "caddy.log"), filepath.Join(dir, "access.log")
+	// Server names fixed by listener: the adapter numbers servers in the
+	// order of their random ports.
+	global := globalOptionsWith(t, fmt.Sprintf(`log {
+		level DEBUG
+		output file %s
+		format json
+	}
+	metrics
+	servers :{PORT} {
+		name first
+	}
+	servers :{TLSPORT} {
+		name second
+	}`, logFile))
+	sites := observeConfig(logFile, accessLog, "200ms")
+	port, port2 := startCaddyGlobal(t, global, sites)
+	metricsURL := fmt.Sprintf("http://127.0.0.1:%d/metrics", port)
+	sentBefore := metricValue(t, metricsURL, "caddy_http_processing_interim_responses_total", "first")
+	reqsBefore := metricValue(t, metricsURL, "caddy_http_processing_requests_total", "first")
+
+	for _, path := range []string{"/write", "/nothing"} {
+		res := rawRequest(t, addr(port), "GET "+path+" HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+		if res.Status != 200 || len(res.Interims) != 3 {
+			t.Fatalf("%s: %d with %d interims:\n%s", path, res.Status, len(res.Interims), res.Wire)
+		}
+	}
+	// A second server, and a fast request, for the counters.
+	if res := rawRequest(t, addr(port2), getClose); len(res.Interims) != 3 {
+		t.Fatalf("second server: %d interims", len(res.Interims))
+	}
+	if res := rawRequest(t, addr(port), "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"); res.Status != 200 {
+		t.Fatalf("metrics: %d", res.Status)
+	}
+
+	// The access log records the real final status, never 102, and the
+	// count through log_append.
+	eventually(t, "access log entries", func() bool { return len(readJSONLines(t, accessLog)) >= 3 })
+	counts := map[string]float64{}
+	for _, e := range readJSONLines(t, accessLog) {
+		req, _ := e["request"].(map[string]any)
+		uri, _ := req["uri"].(string)
+		if status, _ := e["status"].(float64); status != 200 {
+			t.Errorf("access log for %s has status %v, want 200", uri, e["status"])
+		}
+		if n, ok := e["interim_count"].(float64); ok {
+			counts[uri] = n
+		} else if uri != "/metrics" {
+			t.Errorf("access log for %s lacks interim_count: %v", uri, e)
+		}
+	}
+	if counts["/write"] != 3 || counts["/nothing"] != 3 {
+		t.Errorf("interim counts in access log %v", counts)
+	}
+
+	// Caddy's own metrics record 200 too.
+	res, err := http.Get(metricsURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if strings.Contains(string(body), `code="102"`) {
+		t.Errorf("Caddy's metrics recorded a 102 as a final status")
+	}
+	if !regexp.MustCompile(`caddy_http_response_duration_seconds_count\{code="200",handler="subroute",method="GET",server="second"\} 1`).Match(body) {
+		t.Errorf("Caddy's metrics lack the two 200s:\n%s", grepLines(string(body), "duration_seconds_count"))
+	}
+
+	// The module's counters, shared by both servers' handlers.
+	if got := metricValue(t, metricsURL, "caddy_http_processing_interim_responses_total", "first") - sentBefore; got != 6 {
+		t.Errorf("first server interim counter rose by %v, want 6", got)
+	}
+	if got := metricValue(t, metricsURL, "caddy_http_processing_requests_total", "first") - reqsBefore; got != 2 {
+		t.Errorf("first server request counter rose by %v, want 2", got)
+	}
+	if got := metricValue(t, metricsURL, "caddy_http_processing_interim_responses_total", "second"); got < 3 {
+		t.Errorf("second server interim counter %v, want at least 3", got)
+	}
+
+	// Debug log: one line per 102 with its count and elapsed time, and one
+	// at the end with the total.
+	var sent []map[string]any
+	var done []float64
+	for _, e := range readJSONLines(t, logFile) {
+		if e["logger"] != "http.handlers.processing" {
+			continue
+		}
+		switch e["msg"] {
+		case "sent 102 Processing":
+			sent = append(sent, e)
+		case "request done":
+			done = append(done, e["interim_count"].(float64))
+		}
+	}
+	if len(sent) < 9 {
+		t.Fatalf("%d debug lines for 102s, want 9", len(sent))
+	}
+	for _, e := range sent[:3] {
+		if _, ok := e["elapsed"].(float64); !ok || e["count"] == nil || e["uri"] == nil {
+			t.Errorf("debug line lacks count, elapsed or uri: %v", e)
+		}
+	}
+	if sent[0]["count"].(float64) != 1 || sent[2]["count"].(float64) != 3 {
+		t.Errorf("counts in debug lines: %v, %v", sent[0]["count"], sent[2]["count"])
+	}
+	if len(done) < 3 || done[0] != 3 {
+		t.Errorf("end-of-request debug lines %v", done)
+	}
+
+	// A reload with a changed config neither fails on registering the
+	// counters again nor loses their count.
+	sentBeforeReload := metricValue(t, metricsURL, "caddy_http_processing_interim_responses_total", "first")
+	reloaded := strings.ReplaceAll(strings.ReplaceAll(global+observeConfig(logFile, accessLog, "300ms"),
+		"{PORT}", strconv.Itoa(port)), "{TLSPORT}", strconv.Itoa(port2))
+	if err := loadAgain(adapt(t, reloaded)); err != nil {
+		t.Fatalf("reload: %v", err)
+	}
+	// The new server takes over the listener; wait until it answers.
+	eventually(t, "the reloaded server", func() bool {
+		c, err := http.Get(metricsURL)
+		if err == nil {
+			c.Body.Close()
+		}
+		return err == nil
+	})
+	if res := rawRequest(t, addr(port), "GET /write HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"); len(res.Interims) != 2 {
+		t.Fatalf("after reload: %d interims, want 2 at 300ms", len(res.Interims))
+	}
+	if got := metricValue(t, metricsURL, "caddy_http_processing_interim_responses_total", "first"); got != sentBeforeReload+2 {
+		t.Errorf("after reload the counter is %v, want %v", got, sentBeforeReload+2)
+	}
+}
+
+// loadAgain replaces the running config, as `caddy reload` does.
+func loadAgain(cfg []byte) error {
+	return caddyLoad(cfg)
+}
+
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
+var caddyLoad = func(cfg []byte) error { return caddy.Load(cfg, true) }
