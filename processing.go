@@ -46,7 +46,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 			if rec := recover(); rec == http.ErrAbortHandler {
 				iw.finish(r, err, true)
 				panic(rec)
-			} else {
+			} else if rec != nil { // nil: runtime.Goexit, not a panic
 				h.logger.Error("panic in a handler after 102 Processing",
 					zap.Any("panic", rec), zap.ByteString("stack", debug.Stack()))
 				err = caddyhttp.Error(http.StatusInternalServerError, fmt.Errorf("panic: %v", rec))
@@ -77,7 +77,7 @@ const (
 
 // writerPool recycles interimWriters with their timer and header map, so
 // that a request that finishes before its first 102 allocates nothing here.
-// A writer goes back into the pool only after end has stopped its timer and
+// A writer goes back into the pool only after stop has stopped its timer and
 // waited out any running tick, so a late tick can never reach the response
 // of the request that uses the writer next.
 var writerPool = sync.Pool{New: func() any {
@@ -93,7 +93,7 @@ var writerPool = sync.Pool{New: func() any {
 // map must hold nothing but the 102's own fields when the timer sends one.
 type interimWriter struct {
 	// Set by begin on the request's goroutine before the timer is armed, and
-	// read-only until end.
+	// read-only until finish.
 	h          *Handler
 	rw         http.ResponseWriter
 	realHeader http.Header
@@ -106,7 +106,7 @@ type interimWriter struct {
 	gate       *gatedBody // nil unless 102s wait for the body (see begin)
 	timer      *time.Timer
 	// inflight counts runs of tick that are scheduled or running, so that
-	// end can wait until none can touch the response.
+	// stop can wait until none can touch the response.
 	inflight sync.WaitGroup
 
 	// mu serialises everything written to rw before the final status: the
@@ -127,11 +127,9 @@ type interimWriter struct {
 	vacated bool      // realHeader's fields were moved into held
 	gated   bool      // 102s wait until the request body has started
 	overdue bool      // a 102 fell due while gated
-	// tainted: after a 1xx on HTTP/2 the stream was reset, and the frame
-	// writer may still be reading realHeader, so it must not be written to.
-	tainted bool
 
-	// Owned by the next handler's side; tick never reads these.
+	// Owned by the next handler's side. A tick touches held only to move
+	// the real map's fields into it before it is handed out (vacateLocked).
 	held      http.Header // the header map the next handler sees before the final status
 	handedOut bool        // held was given to the next handler
 	committed bool        // phase has left waiting (a copy readable without mu)
@@ -210,7 +208,7 @@ func (w *interimWriter) tick() {
 	defer w.inflight.Done()
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.phase != waiting || w.tainted {
+	if w.phase != waiting {
 		return
 	}
 	now := time.Now()
@@ -245,8 +243,7 @@ func (w *interimWriter) sendInterimLocked(now time.Time) {
 	if w.base == nil {
 		w.base = innermost(w.rw)
 	}
-	w.base.WriteHeader(http.StatusProcessing)
-	w.afterInterimLocked()
+	w.writeInterimLocked(w.base, http.StatusProcessing)
 
 	server := serverName(w.ctx)
 	interimsSent.WithLabelValues(server).Inc()
@@ -263,20 +260,39 @@ func (w *interimWriter) sendInterimLocked(now time.Time) {
 	}
 }
 
-// afterInterimLocked empties the real header map again after a 1xx.
-func (w *interimWriter) afterInterimLocked() {
-	w.interim = true
-	// x/net/http2: when the client resets the stream, WriteHeader(1xx)
-	// returns while the frame writer may still encode the map. The stream's
-	// context is cancelled before WriteHeader returns in that case.
-	if w.http2 && w.ctx.Err() != nil {
-		w.tainted = true
-		return
+// writeInterimLocked writes a 1xx carrying what realHeader holds, and
+// empties realHeader again if its response fields are kept in held.
+//
+// x/net/http2 queues a 1xx HEADERS frame for its frame writer goroutine
+// with the live map, and WriteHeader can return before that goroutine has
+// encoded it: when the stream is reset or the connection closes. Writing to
+// the map afterwards would then race with the encoder. When the map holds
+// Transfer-Encoding, though, WriteHeader hands the frame writer a private
+// clone without that field, so realHeader is ours again however
+// WriteHeader returned. HTTP/1.1 writes 1xx synchronously (also without
+// Transfer-Encoding), and HTTP/3 synchronously.
+func (w *interimWriter) writeInterimLocked(to http.ResponseWriter, code int) {
+	if w.http2 {
+		te, hadTE := w.realHeader["Transfer-Encoding"]
+		w.realHeader["Transfer-Encoding"] = forceHeaderClone
+		to.WriteHeader(code)
+		if hadTE {
+			w.realHeader["Transfer-Encoding"] = te
+		} else {
+			delete(w.realHeader, "Transfer-Encoding")
+		}
+	} else {
+		to.WriteHeader(code)
 	}
+	w.interim = true
 	if w.vacated {
 		clear(w.realHeader)
 	}
 }
+
+// forceHeaderClone is the Transfer-Encoding value that makes HTTP/2 clone
+// the header map for a 1xx (see writeInterimLocked).
+var forceHeaderClone = []string{"chunked"}
 
 // vacateLocked moves the response's header fields out of the real map into
 // held, where the next handler will find them.
@@ -301,13 +317,7 @@ func (w *interimWriter) Header() http.Header {
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.tainted && !w.vacated {
-		// The frame writer may be reading the real map; the client has
-		// gone, so the next handler gets a map nobody sends.
-		w.held = make(http.Header)
-	} else {
-		w.vacateLocked()
-	}
+	w.vacateLocked()
 	w.handedOut = true
 	return w.held
 }
@@ -332,7 +342,7 @@ func (w *interimWriter) WriteHeader(code int) {
 func (w *interimWriter) forwardInterim(code int) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.phase != waiting || w.tainted {
+	if w.phase != waiting {
 		return
 	}
 	if w.vacated {
@@ -340,11 +350,7 @@ func (w *interimWriter) forwardInterim(code int) {
 			w.realHeader[k] = v
 		}
 	}
-	w.rw.WriteHeader(code)
-	w.afterInterimLocked()
-	if w.tainted {
-		return
-	}
+	w.writeInterimLocked(w.rw, code)
 	w.nextDue = time.Now().Add(w.h.interval)
 	w.scheduleLocked(w.h.interval)
 }
@@ -354,7 +360,7 @@ func (w *interimWriter) forwardInterim(code int) {
 func (w *interimWriter) commit(code int) {
 	w.mu.Lock()
 	w.phase = final
-	if w.vacated && !w.tainted {
+	if w.vacated {
 		moveHeader(w.realHeader, w.held)
 	}
 	w.mu.Unlock()
@@ -441,26 +447,24 @@ func (w *interimWriter) stop() {
 // finish settles the response headers, records the count and makes the
 // writer clean for the pool.
 func (w *interimWriter) finish(r *http.Request, err error, panicking bool) {
-	if !w.tainted {
-		switch {
-		case !w.committed:
-			if w.vacated {
-				// An error or a panic: Caddy's error handling writes the
-				// response and should see what the next handler had set.
-				moveHeader(w.realHeader, w.held)
-			}
-			if err == nil && !panicking && w.interim {
-				// The next handler wrote nothing after a 1xx of its own:
-				// make Go's implicit 200 explicit, or Caddy's access log
-				// records that 1xx as the status.
-				w.rw.WriteHeader(http.StatusOK)
-			}
-		case !w.hijacked && len(w.held) > 0:
-			// Fields added after the final status to a map the next
-			// handler kept from before it: trailers, which Go reads from
-			// the real map when the handler returns.
+	switch {
+	case !w.committed:
+		if w.vacated {
+			// An error or a panic: Caddy's error handling writes the
+			// response and should see what the next handler had set.
 			moveHeader(w.realHeader, w.held)
 		}
+		if err == nil && !panicking && w.interim {
+			// The next handler wrote nothing after a 1xx of its own:
+			// make Go's implicit 200 explicit, or Caddy's access log
+			// records that 1xx as the status.
+			w.rw.WriteHeader(http.StatusOK)
+		}
+	case !w.hijacked && len(w.held) > 0:
+		// Fields added after the final status to a map the next handler
+		// kept from before it: trailers, which Go reads from the real map
+		// when the handler returns.
+		moveHeader(w.realHeader, w.held)
 	}
 	if w.gate != nil {
 		r.Body = w.gate.ReadCloser
@@ -481,7 +485,7 @@ func (w *interimWriter) reset() {
 	w.start, w.uri, w.method, w.http2 = time.Time{}, "", "", false
 	w.fields, w.gate = nil, nil
 	w.base, w.phase, w.count, w.interim, w.nextDue = nil, waiting, 0, false, time.Time{}
-	w.vacated, w.gated, w.overdue, w.tainted = false, false, false, false
+	w.vacated, w.gated, w.overdue = false, false, false
 	w.handedOut, w.committed, w.hijacked = false, false, false
 }
 
@@ -506,7 +510,7 @@ func (w *interimWriter) openGate() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.gated = false
-	if w.overdue && w.phase == waiting && !w.tainted {
+	if w.overdue && w.phase == waiting {
 		w.overdue = false
 		w.nextDue = time.Time{}
 		w.scheduleLocked(0)

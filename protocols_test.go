@@ -3,6 +3,7 @@ package processing
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"fmt"
 	"io"
@@ -299,5 +300,70 @@ func TestConcurrentHeaderWritesAndInterims(t *testing.T) {
 			}
 			t.Logf("%d interims over 320 requests", interims)
 		})
+	}
+}
+
+// TestHTTP2ResetDuringInterims cancels HTTP/2 requests at random moments
+// while 102s fire every millisecond. A stream reset can make WriteHeader
+// return before the frame writer has encoded the 102; under -race this is
+// where a write to the header map after it would show.
+func TestHTTP2ResetDuringInterims(t *testing.T) {
+	setBehaviour(t, "waits", func(w http.ResponseWriter, r *http.Request) error {
+		select {
+		case <-r.Context().Done():
+			return nil
+		case <-time.After(time.Duration(rand.IntN(6)) * time.Millisecond):
+		}
+		w.Header().Set("X-Finished", "yes")
+		_, err := io.WriteString(w, "finished")
+		return err
+	})
+	_, tlsPort := startCaddy(t, `
+https://127.0.0.1:{TLSPORT} {
+	tls internal
+	processing {
+		delay 1ms
+		interval 1ms
+		header X-Step {http.processing.count}
+	}
+	test_work waits
+}
+`)
+	client := h2Client()
+	url := fmt.Sprintf("https://127.0.0.1:%d/", tlsPort)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	finished, cancelled := 0, 0
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 100 {
+				ctx, cancel := context.WithTimeout(context.Background(), time.Duration(rand.IntN(6000))*time.Microsecond)
+				req, _ := http.NewRequestWithContext(ctx, "GET", url, nil)
+				s, err := tracedDo(t, client, req)
+				cancel()
+				mu.Lock()
+				if err != nil {
+					cancelled++
+				} else {
+					finished++
+					if s.Status != 200 || string(s.Body) != "finished" || s.Header.Get("X-Step") != "" {
+						t.Errorf("got %d %q %v", s.Status, s.Body, s.Header)
+					}
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	t.Logf("%d finished, %d cancelled", finished, cancelled)
+	if cancelled == 0 {
+		t.Errorf("no request was cancelled: the test did not exercise resets")
+	}
+	// The server is still healthy.
+	req, _ := http.NewRequest("GET", url, nil)
+	if s, err := tracedDo(t, client, req); err != nil || s.Status != 200 {
+		t.Fatalf("after the resets: %v", err)
 	}
 }
