@@ -50,6 +50,7 @@ func main() {
 		interval   = flag.Duration("interval", time.Second, "scale: processing interval")
 		ramp       = flag.Duration("ramp", 5*time.Second, "scale: time over which the requests are spread")
 		streams    = flag.Int("streams", 100, "scale: HTTP/2 streams per connection")
+		pairs      = flag.Int("pairs", 2, "scale: runs without then with the module; the first pair also warms the process up (see docs/performance.md)")
 		withLines  = flag.String("with", "", "scale: the Caddyfile lines of the run with the module (default: processing with -delay and -interval)")
 		clientMode = flag.Bool("client", false, "internal: run as the scale test's client, config as JSON on stdin")
 	)
@@ -78,15 +79,22 @@ func main() {
 			report["rps_"+p] = r
 		}
 		if *mode == "scale" || *mode == "all" {
-			var r *scaleReport
-			r, err = runScale(scaleConfig{
-				Proto: p, N: *n, Hold: *holdFor, Delay: *delay, Interval: *interval,
-				Ramp: *ramp, StreamsPerConn: *streams, WithLines: *withLines,
-			})
+			var reps []*scaleReport
+			for range *pairs {
+				var r *scaleReport
+				r, err = runScale(scaleConfig{
+					Proto: p, N: *n, Hold: *holdFor, Delay: *delay, Interval: *interval,
+					Ramp: *ramp, StreamsPerConn: *streams, WithLines: *withLines,
+				})
+				if err != nil {
+					break
+				}
+				reps = append(reps, r)
+			}
 			if err != nil {
 				break
 			}
-			report["scale_"+p] = r
+			report["scale_"+p] = reps
 		}
 	}
 	_ = caddy.Stop()
