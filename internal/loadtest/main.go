@@ -42,6 +42,7 @@ func main() {
 		out        = flag.String("out", "", "also write the results as JSON to this file")
 		protos     = flag.String("protos", "h1,h2", "protocols to test, comma-separated: h1 (HTTP/1.1), h2 (h2c)")
 		rpsRounds  = flag.Int("rps-rounds", 12, "rps: rounds, each one run with and one without the module")
+		rpsSim     = flag.Int("rps-simultaneous", 6, "rps: rounds that load both sides at once")
 		rpsTime    = flag.Duration("rps-duration", 4*time.Second, "rps: length of one run")
 		rpsConns   = flag.Int("rps-conns", 50, "rps: client connections")
 		n          = flag.Int("n", 10000, "scale: concurrent requests")
@@ -72,7 +73,7 @@ func main() {
 	for _, p := range strings.Split(*protos, ",") {
 		if *mode == "rps" || *mode == "all" {
 			var r *rpsReport
-			r, err = runRPS(p, *rpsRounds, *rpsTime, *rpsConns)
+			r, err = runRPS(p, *rpsRounds, *rpsSim, *rpsTime, *rpsConns)
 			if err != nil {
 				break
 			}

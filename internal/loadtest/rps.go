@@ -28,7 +28,10 @@ type rpsReport struct {
 	// TotalRatio divides the sums of all runs.
 	MedianRatio float64 `json:"median_ratio"`
 	TotalRatio  float64 `json:"total_ratio"`
-	LoadAvg     string  `json:"loadavg"`
+	// Simultaneous rounds load both sides at once (see runRPS).
+	Simultaneous       []rpsRound `json:"simultaneous"`
+	SimultaneousMedian float64    `json:"simultaneous_median_ratio"`
+	LoadAvg            string     `json:"loadavg"`
 }
 
 var (
@@ -41,7 +44,7 @@ var (
 // `processing` line, then runs the load tool against each in turn. The
 // order swaps every round (with first, then without first), so that a
 // drift in the machine's load favours neither.
-func runRPS(proto string, rounds int, length time.Duration, conns int) (*rpsReport, error) {
+func runRPS(proto string, rounds, simultaneous int, length time.Duration, conns int) (*rpsReport, error) {
 	withPort, err := freePort()
 	if err != nil {
 		return nil, err
@@ -62,15 +65,16 @@ http://127.0.0.1:%d {
 	if err := loadCaddy(sites); err != nil {
 		return nil, err
 	}
-	rep := &rpsReport{Conns: conns, Length: length.String()}
-	run := func(port int) (float64, error) {
+	rep := &rpsReport{Tool: "wrk", Conns: conns, Length: length.String()}
+	if proto != "h1" {
+		rep.Tool = "h2load"
+	}
+	run := func(port, conns int) (float64, error) {
 		url := fmt.Sprintf("http://127.0.0.1:%d/", port)
 		secs := strconv.Itoa(int(length.Seconds()))
 		if proto == "h1" {
-			rep.Tool = "wrk"
 			return measure(exec.Command("wrk", "-t", "1", "-c", strconv.Itoa(conns), "-d", secs+"s", url), wrkRate)
 		}
-		rep.Tool = "h2load"
 		// -m 10: ten streams in flight per connection, as a browser would.
 		return measure(exec.Command("h2load", "-t", "1", "-c", strconv.Itoa(conns), "-m", "10", "-D", secs, url), h2loadRate)
 	}
@@ -92,7 +96,7 @@ http://127.0.0.1:%d {
 			if with {
 				port = withPort
 			}
-			rate, err := run(port)
+			rate, err := run(port, conns)
 			if err != nil {
 				return nil, err
 			}
@@ -108,20 +112,58 @@ http://127.0.0.1:%d {
 		rep.Rounds = append(rep.Rounds, r)
 		logf.Printf("rps %s round %d: with %.0f req/s, without %.0f req/s, ratio %.4f", proto, i+1, r.With, r.Without, r.Ratio)
 	}
-	ratios := make([]float64, 0, len(rep.Rounds))
-	for _, r := range rep.Rounds {
+	// Simultaneous rounds: both sides under load at once, by two clients
+	// with half the connections each. Both see exactly the same noise
+	// from the rest of the machine, and the Go scheduler gives their
+	// connections equal shares of the CPU, so the ratio of their rates is
+	// the ratio of their costs per request.
+	for i := range simultaneous {
+		var r rpsRound
+		errs := make(chan error, 2)
+		for _, with := range []bool{true, false} {
+			go func() {
+				port, rate := withoutPort, &r.Without
+				if with {
+					port, rate = withPort, &r.With
+				}
+				var err error
+				*rate, err = run(port, max(1, conns/2))
+				errs <- err
+			}()
+		}
+		for range 2 {
+			if err := <-errs; err != nil {
+				return nil, err
+			}
+		}
+		r.Ratio = r.With / r.Without
+		rep.Simultaneous = append(rep.Simultaneous, r)
+		logf.Printf("rps %s simultaneous round %d: with %.0f req/s, without %.0f req/s, ratio %.4f", proto, i+1, r.With, r.Without, r.Ratio)
+	}
+	rep.SimultaneousMedian = medianRatio(rep.Simultaneous)
+
+	rep.MedianRatio = medianRatio(rep.Rounds)
+	rep.TotalRatio = sumWith / sumWithout
+	rep.LoadAvg = loadavg()
+	logf.Printf("rps %s (%s): alternated: median ratio %.4f, total ratio %.4f; simultaneous: median ratio %.4f",
+		proto, rep.Tool, rep.MedianRatio, rep.TotalRatio, rep.SimultaneousMedian)
+	return rep, nil
+}
+
+func medianRatio(rounds []rpsRound) float64 {
+	ratios := make([]float64, 0, len(rounds))
+	for _, r := range rounds {
 		ratios = append(ratios, r.Ratio)
 	}
 	slices.Sort(ratios)
-	if n := len(ratios); n%2 == 1 {
-		rep.MedianRatio = ratios[n/2]
-	} else if n > 0 {
-		rep.MedianRatio = (ratios[n/2-1] + ratios[n/2]) / 2
+	switch n := len(ratios); {
+	case n == 0:
+		return 0
+	case n%2 == 1:
+		return ratios[n/2]
+	default:
+		return (ratios[n/2-1] + ratios[n/2]) / 2
 	}
-	rep.TotalRatio = sumWith / sumWithout
-	rep.LoadAvg = loadavg()
-	logf.Printf("rps %s (%s): median ratio %.4f, total ratio %.4f", proto, rep.Tool, rep.MedianRatio, rep.TotalRatio)
-	return rep, nil
 }
 
 // runShort is a one-second run whose figure is thrown away.
