@@ -1,0 +1,167 @@
+package processing
+
+// A flood of idle long requests: slow upstreams that hold every request
+// open, and slow clients that read nothing while they wait. The module's
+// cost per waiting request is measured against the same flood on a route
+// without it: a bounded number of bytes, no goroutine, and no growth while
+// the requests sit; `max` bounds the 102s each one gets.
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"runtime"
+	"strconv"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// floodPhase is one flood of idle requests to a path.
+type floodPhase struct {
+	conns   []net.Conn
+	release chan struct{}
+}
+
+// floodHeap is the live heap after collection: what the waiting requests
+// hold, not what they have thrown away.
+func floodHeap() uint64 {
+	var m runtime.MemStats
+	runtime.GC()
+	runtime.GC()
+	runtime.ReadMemStats(&m)
+	return m.HeapAlloc
+}
+
+func TestIdleFloodCostAndMax(t *testing.T) {
+	relLeakCheck(t)
+	n := 400
+	if s := os.Getenv("FLOOD_REQUESTS"); s != "" {
+		n, _ = strconv.Atoi(s)
+	}
+	const max102 = 3
+	var (
+		started atomic.Int64
+		// release is swapped for each flood; the handlers run on other
+		// goroutines, hence the atomic.
+		release atomic.Pointer[chan struct{}]
+	)
+	fresh := make(chan struct{})
+	release.Store(&fresh)
+	releaseOf := func() chan struct{} { return *release.Load() }
+	setBehaviour(t, "flood", func(w http.ResponseWriter, r *http.Request) error {
+		rel := releaseOf()
+		started.Add(1)
+		select {
+		case <-rel:
+		case <-r.Context().Done():
+			return r.Context().Err()
+		}
+		w.Header().Set("Content-Type", "text/plain")
+		_, err := w.Write([]byte("done"))
+		return err
+	})
+	port, _ := startCaddy(t, `
+http://127.0.0.1:{PORT} {
+	@proc path /proc
+	processing @proc {
+		delay 5ms
+		interval 5ms
+		max 3
+		header X-Progress "{http.processing.count}"
+	}
+	test_work flood
+}
+`)
+
+	// open sends n requests to path from clients that then read nothing,
+	// and waits until every one is in the slow upstream.
+	open := func(path string) []net.Conn {
+		started.Store(0)
+		conns := make([]net.Conn, 0, n)
+		for range n {
+			conn, err := net.DialTimeout("tcp", relAddr(port), 10*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			conns = append(conns, conn)
+			if _, err := fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n", path); err != nil {
+				t.Fatal(err)
+			}
+		}
+		eventually(t, fmt.Sprintf("%d requests to %s waiting", n, path), func() bool { return started.Load() == int64(n) })
+		return conns
+	}
+	// finish lets the upstream answer and reads every response, checking
+	// that each got exactly want 102s.
+	finish := func(conns []net.Conn, want int) {
+		close(releaseOf())
+		for i, conn := range conns {
+			_ = conn.SetDeadline(time.Now().Add(30 * time.Second))
+			res, err := readRawResponse(bufio.NewReader(conn), time.Now(), false)
+			conn.Close()
+			if err != nil {
+				t.Fatalf("request %d: %v\n%s", i, err, res.Wire)
+			}
+			if res.Status != 200 || string(res.Body) != "done" {
+				t.Fatalf("request %d: %d %q", i, res.Status, res.Body)
+			}
+			if len(res.Interims) != want {
+				t.Fatalf("request %d got %d 102s, want %d:\n%s", i, len(res.Interims), want, res.Wire)
+			}
+			relCheckProgress(t, res, want)
+		}
+		next := make(chan struct{})
+		release.Store(&next)
+	}
+
+	// Warm both routes, so that pools and lazily built state exist before
+	// anything is measured.
+	finish(open("/bare"), 0)
+	sent0 := relInterimsSent(t)
+	warm := open("/proc")
+	eventually(t, "every request at max", func() bool { return relInterimsSent(t)-sent0 == float64(n*max102) })
+	finish(warm, max102)
+
+	// The same flood without and with the module.
+	heap0, g0 := floodHeap(), runtime.NumGoroutine()
+	bare := open("/bare")
+	time.Sleep(100 * time.Millisecond)
+	heapBare, gBare := floodHeap(), runtime.NumGoroutine()
+	finish(bare, 0)
+
+	heap1, g1 := floodHeap(), runtime.NumGoroutine()
+	sent0 = relInterimsSent(t)
+	proc := open("/proc")
+	eventually(t, "every request at max", func() bool { return relInterimsSent(t)-sent0 == float64(n*max102) })
+	heapProc, gProc := floodHeap(), runtime.NumGoroutine()
+	// Forty more intervals of waiting: max holds, and nothing piles up.
+	time.Sleep(200 * time.Millisecond)
+	heapLater := floodHeap()
+	if sent := relInterimsSent(t) - sent0; sent != float64(n*max102) {
+		t.Errorf("%v 102s for %d requests with max %d", sent, n, max102)
+	}
+	finish(proc, max102)
+
+	perBare := (float64(heapBare) - float64(heap0)) / float64(n)
+	perProc := (float64(heapProc) - float64(heap1)) / float64(n)
+	module := perProc - perBare
+	growth := (float64(heapLater) - float64(heapProc)) / float64(n)
+	t.Logf("%d idle requests: %.0f B each without processing, %.0f B with (module: %.0f B); %+.0f B/request change over 40 intervals at max; goroutines per request %.2f without, %.2f with",
+		n, perBare, perProc, module, growth, float64(gBare-g0)/float64(n), float64(gProc-g1)/float64(n))
+	// The module's own state is a pooled writer with its timer and a
+	// header map: measured at about 800 B per request, with or without -race;
+	// 4 KiB leaves room for GC noise on a busy machine.
+	if module > 4<<10 {
+		t.Errorf("the module costs %.0f B per waiting request", module)
+	}
+	if growth > 1<<10 {
+		t.Errorf("waiting requests grew by %.0f B each at max", growth)
+	}
+	// A 102 timer is not a goroutine: the module adds none per request.
+	if extra := (gProc - g1) - (gBare - g0); extra > n/20 {
+		t.Errorf("%d more goroutines with the module for %d requests", extra, n)
+	}
+}
