@@ -3,7 +3,6 @@ package processing
 import (
 	"bytes"
 	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -507,9 +506,4 @@ http://127.0.0.1:{PORT} {
 			t.Fatalf("hijack: %d %q, %d interims", res.Status, res.Body, len(res.Interims))
 		}
 	})
-}
-
-func hashHex(b []byte) string {
-	s := sha256.Sum256(b)
-	return hex.EncodeToString(s[:])
 }
