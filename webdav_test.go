@@ -122,8 +122,11 @@ func init() {
 
 // webdavSite is the Caddyfile a WebDAV user writes, with processing at a
 // short delay and interval in front of it. {ROOT} is the served folder.
+//
+// Plain HTTP only: with an https address Caddy obtains a certificate in the
+// background, which can outlive a quick test and its temporary folder.
 const webdavSite = `
-http://127.0.0.1:{PORT}, https://127.0.0.1:{TLSPORT} {
+http://127.0.0.1:{PORT} {
 	root * {ROOT}
 	processing {
 		delay 50ms
@@ -136,8 +139,8 @@ http://127.0.0.1:{PORT}, https://127.0.0.1:{TLSPORT} {
 }
 `
 
-// testInterval is the interval of webdavSite.
-const testInterval = 50 * time.Millisecond
+// davInterval is the interval of webdavSite.
+const davInterval = 50 * time.Millisecond
 
 // startWebDAVCaddy runs sites behind the harness's global options plus the
 // `order webdav before file_server` line the plugin's README asks for.
@@ -152,9 +155,9 @@ func startWebDAVCaddy(t testing.TB, root, sites string) (port, tlsPort int) {
 
 // ---- trees of files --------------------------------------------------------
 
-// makeTree writes files files of size bytes each under dir, ten to a
+// davMakeTree writes files files of size bytes each under dir, ten to a
 // folder, three folders deep, each with content of its own.
-func makeTree(t testing.TB, dir string, files, size int) {
+func davMakeTree(t testing.TB, dir string, files, size int) {
 	t.Helper()
 	buf := make([]byte, size)
 	for i := range files {
@@ -173,10 +176,10 @@ func makeTree(t testing.TB, dir string, files, size int) {
 	}
 }
 
-// treeDigest lists every entry under dir, relative to it, with a hash of
+// davTreeDigest lists every entry under dir, relative to it, with a hash of
 // each file's bytes, so two trees compare equal only when they hold the same
 // folders and byte-identical files.
-func treeDigest(t testing.TB, dir string) map[string]string {
+func davTreeDigest(t testing.TB, dir string) map[string]string {
 	t.Helper()
 	out := map[string]string{}
 	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
@@ -201,8 +204,8 @@ func treeDigest(t testing.TB, dir string) map[string]string {
 	return out
 }
 
-// sameTree fails the test unless got holds exactly what want holds.
-func sameTree(t testing.TB, want, got map[string]string) {
+// davSameTree fails the test unless got holds exactly what want holds.
+func davSameTree(t testing.TB, want, got map[string]string) {
 	t.Helper()
 	missing, differ := 0, 0
 	for k, v := range want {
@@ -221,18 +224,18 @@ func sameTree(t testing.TB, want, got map[string]string) {
 
 // ---- raw exchanges ---------------------------------------------------------
 
-// exchange is one raw HTTP/1.1 request on its own connection, read to EOF.
-type exchange struct {
+// davExchange is one raw HTTP/1.1 request on its own connection, read to EOF.
+type davExchange struct {
 	*rawResponse
 	// All is every byte the server sent on the connection, to EOF.
 	All     []byte
 	Elapsed time.Duration
 }
 
-// rawExchange sends req (which must carry Connection: close) and reads
+// davRawExchange sends req (which must carry Connection: close) and reads
 // everything until the server closes, so that a stray 102 after the final
 // response would be seen.
-func rawExchange(t testing.TB, addr, req string) *exchange {
+func davRawExchange(t testing.TB, addr, req string) *davExchange {
 	t.Helper()
 	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	if err != nil {
@@ -252,13 +255,13 @@ func rawExchange(t testing.TB, addr, req string) *exchange {
 	if _, err := io.Copy(all, conn); err != nil {
 		t.Fatalf("reading to EOF: %v", err)
 	}
-	return &exchange{rawResponse: res, All: all.Bytes(), Elapsed: time.Since(start)}
+	return &davExchange{rawResponse: res, All: all.Bytes(), Elapsed: time.Since(start)}
 }
 
-// checkInterimsThenFinal asserts the byte-level shape of a response: only
+// davCheckInterimsThenFinal asserts the byte-level shape of a response: only
 // bare `102 Processing` interims, all of them before the one final status
 // line, and nothing after the final response's body.
-func checkInterimsThenFinal(t testing.TB, ex *exchange, status int) {
+func davCheckInterimsThenFinal(t testing.TB, ex *davExchange, status int) {
 	t.Helper()
 	if ex.Status != status {
 		t.Fatalf("final status %d, want %d; wire:\n%.2000s", ex.Status, status, ex.All)
@@ -297,6 +300,7 @@ func checkInterimsThenFinal(t testing.TB, ex *exchange, status int) {
 	if !bytes.HasSuffix(rest, end) {
 		t.Fatalf("the connection does not end with the final response: %q", rest[max(0, len(rest)-200):])
 	}
+	davCheckRhythm(t, ex)
 }
 
 // ---- measured sizes --------------------------------------------------------
@@ -304,27 +308,27 @@ func checkInterimsThenFinal(t testing.TB, ex *exchange, status int) {
 // Trees start at a size measured on the project's 2-core machine to take
 // well over several 50 ms intervals (COPY of 2000 4 KiB files: about
 // 0.4 s; see the test logs), and double until the operation really does
-// outlast minInterims intervals on the machine at hand.
+// outlast davMinInterims intervals on the machine at hand.
 const (
-	startFiles  = 2000
-	fileSize    = 4096
-	maxFiles    = 32000
-	minInterims = 3
+	davStartFiles  = 2000
+	davFileSize    = 4096
+	davMaxFiles    = 32000
+	davMinInterims = 3
 )
 
-// growing runs op on trees of growing size until it outlasts minInterims
+// davGrowing runs op on trees of davGrowing size until it outlasts davMinInterims
 // intervals. build makes the tree of n files; op runs the request and
 // reports how many 102s the client saw.
-func growing(t *testing.T, what string, build func(n int), op func() (interims int, elapsed time.Duration)) (files int) {
+func davGrowing(t *testing.T, what string, build func(n int), op func() (interims int, elapsed time.Duration)) (files int) {
 	t.Helper()
-	for n := startFiles; ; n *= 2 {
+	for n := davStartFiles; ; n *= 2 {
 		build(n)
 		interims, elapsed := op()
-		t.Logf("%s of %d files of %d bytes: %v, %d 102s", what, n, fileSize, elapsed.Round(time.Millisecond), interims)
-		if interims >= minInterims {
+		t.Logf("%s of %d files of %d bytes: %v, %d 102s", what, n, davFileSize, elapsed.Round(time.Millisecond), interims)
+		if interims >= davMinInterims {
 			return n
 		}
-		if n*2 > maxFiles {
+		if n*2 > davMaxFiles {
 			t.Fatalf("%s of %d files still saw only %d 102s", what, n, interims)
 		}
 	}
@@ -349,32 +353,30 @@ func TestWebDAVCopyTreeGets102sThen201AndACompleteCopy(t *testing.T) {
 	port, _ := startWebDAVCaddy(t, root, webdavSite)
 	p := strconv.Itoa(port)
 	addr := "127.0.0.1:" + p
-	var ex *exchange
-	growing(t, "COPY", func(n int) {
+	var ex *davExchange
+	davGrowing(t, "COPY", func(n int) {
 		os.RemoveAll(filepath.Join(root, "src"))
 		os.RemoveAll(filepath.Join(root, "dst"))
-		makeTree(t, filepath.Join(root, "src"), n, fileSize)
+		davMakeTree(t, filepath.Join(root, "src"), n, davFileSize)
 	}, func() (int, time.Duration) {
-		ex = rawExchange(t, addr, davRequest("COPY", p, "/dav/src/",
+		ex = davRawExchange(t, addr, davRequest("COPY", p, "/dav/src/",
 			"Destination: http://127.0.0.1:"+p+"/dav/dst/", "Depth: infinity"))
-		checkInterimsThenFinal(t, ex, http.StatusCreated)
+		davCheckInterimsThenFinal(t, ex, http.StatusCreated)
 		return len(ex.Interims), ex.Elapsed
 	})
 	if string(ex.Body) != "Created" {
 		t.Fatalf("body %q", ex.Body)
 	}
-	sameTree(t, treeDigest(t, filepath.Join(root, "src")), treeDigest(t, filepath.Join(root, "dst")))
-	checkSpacing(t, ex.Interims)
+	davSameTree(t, davTreeDigest(t, filepath.Join(root, "src")), davTreeDigest(t, filepath.Join(root, "dst")))
 }
 
-// checkSpacing asserts that the 102s kept to the configured rhythm: never
-// two within much less than an interval of each other.
-func checkSpacing(t testing.TB, interims []rawInterim) {
+// davCheckRhythm asserts that the 102s kept to the configured rhythm: no
+// more than one per interval (plus the first). Arrival times are not used:
+// on a loaded machine two 102s can reach the client in one read.
+func davCheckRhythm(t testing.TB, ex *davExchange) {
 	t.Helper()
-	for i := 1; i < len(interims); i++ {
-		if gap := interims[i].At - interims[i-1].At; gap < testInterval/3 {
-			t.Fatalf("102 #%d came %v after #%d; interval is %v", i+1, gap, i, testInterval)
-		}
+	if most := int(ex.Elapsed/davInterval) + 1; len(ex.Interims) > most {
+		t.Fatalf("%d 102s in %v at one per %v", len(ex.Interims), ex.Elapsed, davInterval)
 	}
 }
 
@@ -389,28 +391,28 @@ func TestWebDAVMoveOntoLargeTreeGets102sThen204(t *testing.T) {
 	addr := "127.0.0.1:" + p
 	src, dst := filepath.Join(root, "src"), filepath.Join(root, "dst")
 
-	makeTree(t, filepath.Join(root, "small"), 300, fileSize)
-	want := treeDigest(t, filepath.Join(root, "small"))
+	davMakeTree(t, filepath.Join(root, "small"), 300, davFileSize)
+	want := davTreeDigest(t, filepath.Join(root, "small"))
 
 	// The quick MOVE: a rename onto a free name.
-	ex := rawExchange(t, addr, davRequest("MOVE", p, "/dav/small/", "Destination: http://127.0.0.1:"+p+"/dav/moved/"))
-	checkInterimsThenFinal(t, ex, http.StatusCreated)
+	ex := davRawExchange(t, addr, davRequest("MOVE", p, "/dav/small/", "Destination: http://127.0.0.1:"+p+"/dav/moved/"))
+	davCheckInterimsThenFinal(t, ex, http.StatusCreated)
 	t.Logf("MOVE onto a free name: %v, %d 102s", ex.Elapsed.Round(time.Millisecond), len(ex.Interims))
 	if _, err := os.Stat(filepath.Join(root, "small")); !os.IsNotExist(err) {
 		t.Fatalf("source still there after MOVE: %v", err)
 	}
-	sameTree(t, want, treeDigest(t, filepath.Join(root, "moved")))
+	davSameTree(t, want, davTreeDigest(t, filepath.Join(root, "moved")))
 
 	// The long MOVE: onto a large existing tree, which goes first.
-	growing(t, "MOVE over an existing tree", func(n int) {
+	davGrowing(t, "MOVE over an existing tree", func(n int) {
 		os.RemoveAll(src)
 		os.RemoveAll(dst)
-		makeTree(t, src, 300, fileSize) // the same bytes as want
-		makeTree(t, dst, n, fileSize)
+		davMakeTree(t, src, 300, davFileSize) // the same bytes as want
+		davMakeTree(t, dst, n, davFileSize)
 	}, func() (int, time.Duration) {
-		ex = rawExchange(t, addr, davRequest("MOVE", p, "/dav/src/",
+		ex = davRawExchange(t, addr, davRequest("MOVE", p, "/dav/src/",
 			"Destination: http://127.0.0.1:"+p+"/dav/dst/", "Overwrite: T"))
-		checkInterimsThenFinal(t, ex, http.StatusNoContent)
+		davCheckInterimsThenFinal(t, ex, http.StatusNoContent)
 		return len(ex.Interims), ex.Elapsed
 	})
 	if len(ex.Body) != 0 {
@@ -420,7 +422,7 @@ func TestWebDAVMoveOntoLargeTreeGets102sThen204(t *testing.T) {
 		t.Fatalf("source still there after MOVE: %v", err)
 	}
 	// Nothing of the old destination is left, and nothing is lost.
-	sameTree(t, want, treeDigest(t, dst))
+	davSameTree(t, want, davTreeDigest(t, dst))
 }
 
 func TestWebDAVDeleteLargeTreeGets102sThen204(t *testing.T) {
@@ -428,12 +430,12 @@ func TestWebDAVDeleteLargeTreeGets102sThen204(t *testing.T) {
 	port, _ := startWebDAVCaddy(t, root, webdavSite)
 	p := strconv.Itoa(port)
 	dir := filepath.Join(root, "big")
-	var ex *exchange
-	growing(t, "DELETE", func(n int) {
-		makeTree(t, dir, n, fileSize)
+	var ex *davExchange
+	davGrowing(t, "DELETE", func(n int) {
+		davMakeTree(t, dir, n, davFileSize)
 	}, func() (int, time.Duration) {
-		ex = rawExchange(t, "127.0.0.1:"+p, davRequest("DELETE", p, "/dav/big/"))
-		checkInterimsThenFinal(t, ex, http.StatusNoContent)
+		ex = davRawExchange(t, "127.0.0.1:"+p, davRequest("DELETE", p, "/dav/big/"))
+		davCheckInterimsThenFinal(t, ex, http.StatusNoContent)
 		return len(ex.Interims), ex.Elapsed
 	})
 	if _, err := os.Stat(dir); !os.IsNotExist(err) {
@@ -448,13 +450,13 @@ func TestWebDAVPropfindInfinityStreams207WithNo102Inside(t *testing.T) {
 	port, _ := startWebDAVCaddy(t, root, webdavSite)
 	p := strconv.Itoa(port)
 	const files = 3000
-	makeTree(t, filepath.Join(root, "tree"), files, 64)
-	entries := len(treeDigest(t, filepath.Join(root, "tree")))
+	davMakeTree(t, filepath.Join(root, "tree"), files, 64)
+	entries := len(davTreeDigest(t, filepath.Join(root, "tree")))
 
 	body := `<?xml version="1.0" encoding="utf-8"?><D:propfind xmlns:D="DAV:"><D:allprop/></D:propfind>`
-	ex := rawExchange(t, "127.0.0.1:"+p, davRequest("PROPFIND", p, "/dav/tree/", "Depth: infinity",
+	ex := davRawExchange(t, "127.0.0.1:"+p, davRequest("PROPFIND", p, "/dav/tree/", "Depth: infinity",
 		"Content-Type: application/xml", "Content-Length: "+strconv.Itoa(len(body)))+"\r\n"+body)
-	checkInterimsThenFinal(t, ex, http.StatusMultiStatus)
+	davCheckInterimsThenFinal(t, ex, http.StatusMultiStatus)
 	t.Logf("PROPFIND Depth: infinity of %d entries: %v, %d bytes of XML, %d 102s before the 207",
 		entries, ex.Elapsed.Round(time.Millisecond), len(ex.Body), len(ex.Interims))
 	if ex.Header.Get("Transfer-Encoding") != "chunked" && ex.Header.Get("Content-Length") != "" {
@@ -493,9 +495,9 @@ func TestWebDAVLockAndUnlockAfter102(t *testing.T) {
 			if prefer {
 				extra = append(extra, "Prefer: processing")
 			}
-			ex := rawExchange(t, addr, davRequest("LOCK", p, "/dav/doc.txt", append(extra, "Timeout: Second-60",
+			ex := davRawExchange(t, addr, davRequest("LOCK", p, "/dav/doc.txt", append(extra, "Timeout: Second-60",
 				"Content-Type: application/xml", "Content-Length: "+strconv.Itoa(len(lockBody)))...)+"\r\n"+lockBody)
-			checkInterimsThenFinal(t, ex, http.StatusOK)
+			davCheckInterimsThenFinal(t, ex, http.StatusOK)
 			if prefer != (len(ex.Interims) == 1) {
 				t.Fatalf("prefer=%v: %d 102s before the LOCK's 200", prefer, len(ex.Interims))
 			}
@@ -505,16 +507,16 @@ func TestWebDAVLockAndUnlockAfter102(t *testing.T) {
 			}
 
 			// The lock holds: a PUT without the token is refused.
-			put := rawExchange(t, addr, davRequest("PUT", p, "/dav/doc.txt", "Content-Length: 3")+"new")
-			checkInterimsThenFinal(t, put, http.StatusLocked)
+			put := davRawExchange(t, addr, davRequest("PUT", p, "/dav/doc.txt", "Content-Length: 3")+"new")
+			davCheckInterimsThenFinal(t, put, http.StatusLocked)
 
-			ex = rawExchange(t, addr, davRequest("UNLOCK", p, "/dav/doc.txt", append(extra, "Lock-Token: "+token)...))
-			checkInterimsThenFinal(t, ex, http.StatusNoContent)
+			ex = davRawExchange(t, addr, davRequest("UNLOCK", p, "/dav/doc.txt", append(extra, "Lock-Token: "+token)...))
+			davCheckInterimsThenFinal(t, ex, http.StatusNoContent)
 			if prefer != (len(ex.Interims) == 1) {
 				t.Fatalf("prefer=%v: %d 102s before the UNLOCK's 204", prefer, len(ex.Interims))
 			}
-			put = rawExchange(t, addr, davRequest("PUT", p, "/dav/doc.txt", "Content-Length: 3")+"new")
-			checkInterimsThenFinal(t, put, http.StatusCreated)
+			put = davRawExchange(t, addr, davRequest("PUT", p, "/dav/doc.txt", "Content-Length: 3")+"new")
+			davCheckInterimsThenFinal(t, put, http.StatusCreated)
 		})
 	}
 }
@@ -571,10 +573,10 @@ func TestWebDAVPutLargeBodyWithExpectContinue(t *testing.T) {
 		t.Fatal(err)
 	}
 	elapsed := time.Since(start)
-	ex := &exchange{rawResponse: res, All: all.Bytes()[len("HTTP/1.1 100 Continue\r\n\r\n"):], Elapsed: elapsed}
-	checkInterimsThenFinal(t, ex, http.StatusCreated)
+	ex := &davExchange{rawResponse: res, All: all.Bytes()[len("HTTP/1.1 100 Continue\r\n\r\n"):], Elapsed: elapsed}
+	davCheckInterimsThenFinal(t, ex, http.StatusCreated)
 	t.Logf("PUT of %d MiB with Expect: 100-continue: %v, 100 then %d 102s", len(body)>>20, elapsed.Round(time.Millisecond), len(res.Interims))
-	if len(res.Interims) < minInterims {
+	if len(res.Interims) < davMinInterims {
 		t.Fatalf("%d 102s during a %v upload", len(res.Interims), elapsed)
 	}
 	if bytes.Count(ex.All, []byte("100 Continue")) != 0 {
@@ -591,15 +593,15 @@ func TestWebDAVPutLargeBodyWithExpectContinue(t *testing.T) {
 
 func TestWebDAVCopyTreeOverHTTP2(t *testing.T) {
 	root := t.TempDir()
-	_, tlsPort := startWebDAVCaddy(t, root, webdavSite)
+	_, tlsPort := startWebDAVCaddy(t, root, strings.Replace(webdavSite, "http://127.0.0.1:{PORT}", "https://127.0.0.1:{TLSPORT}", 1))
 	base := fmt.Sprintf("https://127.0.0.1:%d", tlsPort)
 	client := h2Client()
 	defer client.CloseIdleConnections()
 	var s *seen
-	growing(t, "COPY over HTTP/2", func(n int) {
+	davGrowing(t, "COPY over HTTP/2", func(n int) {
 		os.RemoveAll(filepath.Join(root, "src"))
 		os.RemoveAll(filepath.Join(root, "dst"))
-		makeTree(t, filepath.Join(root, "src"), n, fileSize)
+		davMakeTree(t, filepath.Join(root, "src"), n, davFileSize)
 	}, func() (int, time.Duration) {
 		req, err := http.NewRequestWithContext(withTimeout(t, 60*time.Second), "COPY", base+"/dav/src/", nil)
 		if err != nil {
@@ -624,5 +626,5 @@ func TestWebDAVCopyTreeOverHTTP2(t *testing.T) {
 			t.Fatalf("a 102 with header fields %v", in.Header)
 		}
 	}
-	sameTree(t, treeDigest(t, filepath.Join(root, "src")), treeDigest(t, filepath.Join(root, "dst")))
+	davSameTree(t, davTreeDigest(t, filepath.Join(root, "src")), davTreeDigest(t, filepath.Join(root, "dst")))
 }
