@@ -24,6 +24,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
@@ -597,4 +598,49 @@ func caddyStopFromAdmin(adminPort int) error {
 		return fmt.Errorf("%d %s", res.StatusCode, msg)
 	}
 	return nil
+}
+
+// TestStopPastGracePeriodKeepsResponsesWhole stops Caddy with a short
+// grace_period while a request waits on a slow handler. Go's Shutdown does
+// not cut active connections when the grace period ends (in a real `caddy
+// stop` the process exits then), so the request goes on after the stop:
+// its 102s and its final response must stay whole, and nothing may follow.
+func TestStopPastGracePeriodKeepsResponsesWhole(t *testing.T) {
+	relLeakCheck(t)
+	setBehaviour(t, "very_long", sleepThen(1500*time.Millisecond, "very long done"))
+	port := freePort(t)
+	loadConfig(t, adapt(t, strings.Replace(globalOptions(t), "{", "{\n\tgrace_period 300ms", 1)+`
+http://127.0.0.1:`+strconv.Itoa(port)+` {
+`+relProgress+`
+	test_work very_long
+}
+`))
+	conn, err := net.DialTimeout("tcp", relAddr(port), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(30 * time.Second))
+	start := time.Now()
+	if _, err := io.WriteString(conn, "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond)
+	if err := caddy.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(conn)
+	res, err := readRawResponse(br, start, false)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, res.Wire)
+	}
+	relCheckProgress(t, res, 4)
+	if res.Status != 200 || string(res.Body) != "very long done" {
+		t.Fatalf("final %d %q", res.Status, res.Body)
+	}
+	// Go closes a connection that outlived Shutdown after its response.
+	if after, err := io.ReadAll(br); len(after) != 0 || (err != nil && !isConnReset(err)) {
+		t.Fatalf("after the final response: %q, %v", after, err)
+	}
+	relAssertNoMoreInterims(t, 100*time.Millisecond)
 }
