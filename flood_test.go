@@ -19,12 +19,6 @@ import (
 	"time"
 )
 
-// floodPhase is one flood of idle requests to a path.
-type floodPhase struct {
-	conns   []net.Conn
-	release chan struct{}
-}
-
 // floodHeap is the live heap after collection: what the waiting requests
 // hold, not what they have thrown away.
 func floodHeap() uint64 {
