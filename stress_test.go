@@ -93,7 +93,7 @@ func stressBehaviour(w http.ResponseWriter, r *http.Request) error {
 
 // stressCase is one request of the mix.
 type stressCase struct {
-	client   string // raw-h1, h1, h1-tls, h2c, h2, h3
+	client   string // raw-h1, raw-h1-keepalive (3 requests), h1, h1-tls, h2c, h2, h3
 	size     int
 	sleepMS  int
 	chunks   int
@@ -147,7 +147,7 @@ func TestMixedStressAllProtocols(t *testing.T) {
 	secure := fmt.Sprintf("https://127.0.0.1:%d", tlsPort)
 
 	rng := rand.New(rand.NewPCG(1, 2))
-	kinds := []string{"raw-h1", "raw-h1", "h1", "h1-tls", "h2c", "h2", "h2", "h3"}
+	kinds := []string{"raw-h1", "raw-h1-keepalive", "h1", "h1-tls", "h2c", "h2", "h2", "h3"}
 	// Sizes stay small: under -race every byte through gzip and sha256
 	// costs about twenty times more, and the 102s are the point here.
 	sizes := []int{0, 100, 600, 4 << 10, 16 << 10, 48 << 10}
@@ -195,7 +195,9 @@ func TestMixedStressAllProtocols(t *testing.T) {
 			var err error
 			switch c.client {
 			case "raw-h1":
-				out, err = stressRaw(relAddr(port), c)
+				out, err = stressRaw(relAddr(port), c, 1)
+			case "raw-h1-keepalive":
+				out, err = stressRaw(relAddr(port), c, 3)
 			default:
 				base := secure
 				if c.client == "h1" || c.client == "h2c" {
@@ -214,7 +216,11 @@ func TestMixedStressAllProtocols(t *testing.T) {
 				slowN.Add(1)
 			}
 			v, _ := perClient.LoadOrStore(c.client, new(atomic.Int64))
-			v.(*atomic.Int64).Add(1)
+			if c.client == "raw-h1-keepalive" {
+				v.(*atomic.Int64).Add(3)
+			} else {
+				v.(*atomic.Int64).Add(1)
+			}
 		}()
 	}
 	wg.Wait()
@@ -228,13 +234,15 @@ func TestMixedStressAllProtocols(t *testing.T) {
 		t.Errorf("module sent %v 102s, clients saw %d", sent, seen102.Load())
 	}
 	var mix []string
-	for _, k := range []string{"raw-h1", "h1", "h1-tls", "h2c", "h2", "h3"} {
+	requests := int64(0)
+	for _, k := range []string{"raw-h1", "raw-h1-keepalive", "h1", "h1-tls", "h2c", "h2", "h3"} {
 		if v, ok := perClient.Load(k); ok {
 			mix = append(mix, fmt.Sprintf("%s %d", k, v.(*atomic.Int64).Load()))
+			requests += v.(*atomic.Int64).Load()
 		}
 	}
 	t.Logf("%d requests (%s) at concurrency %d in %v: %d 102s checked; %.1f 102s per 50 ms request",
-		total, strings.Join(mix, ", "), concurrency, elapsed.Round(time.Millisecond), seen102.Load(),
+		requests, strings.Join(mix, ", "), concurrency, elapsed.Round(time.Millisecond), seen102.Load(),
 		float64(slow102.Load())/float64(max(slowN.Load(), 1)))
 	relAssertNoMoreInterims(t, 50*time.Millisecond)
 }
@@ -321,8 +329,10 @@ func stressCheck102(n int, h http.Header) error {
 	return nil
 }
 
-// stressRaw plays c over a raw HTTP/1.1 connection, checking every byte.
-func stressRaw(address string, c stressCase) (stressOutcome, error) {
+// stressRaw plays c over a raw HTTP/1.1 connection, checking every byte,
+// rounds times on the same connection: a 102 that outlived its request
+// would arrive before the next request's 102s and break their numbering.
+func stressRaw(address string, c stressCase, rounds int) (stressOutcome, error) {
 	var out stressOutcome
 	conn, err := net.DialTimeout("tcp", address, 10*time.Second)
 	if err != nil {
@@ -330,67 +340,72 @@ func stressRaw(address string, c stressCase) (stressOutcome, error) {
 	}
 	defer conn.Close()
 	_ = conn.SetDeadline(time.Now().Add(60 * time.Second))
-	upload := stressBody(c.seed+1<<32, c.upload)
-	var req bytes.Buffer
-	fmt.Fprintf(&req, "POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: %d\r\n", c.target(), c.upload)
-	if c.gzipWant {
-		req.WriteString("Accept-Encoding: gzip\r\n")
-	}
-	if c.expect {
-		req.WriteString("Expect: 100-continue\r\n")
-	}
-	req.WriteString("\r\n")
 	br := bufio.NewReader(conn)
-	if c.expect {
-		// The client waits for 100 Continue, as curl would, and the server
-		// must send nothing else (no 102) before it.
+	upload := stressBody(c.seed+1<<32, c.upload)
+	for round := range rounds {
+		var req bytes.Buffer
+		fmt.Fprintf(&req, "POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: %d\r\n", c.target(), c.upload)
+		if round == rounds-1 {
+			req.WriteString("Connection: close\r\n")
+		}
+		if c.gzipWant {
+			req.WriteString("Accept-Encoding: gzip\r\n")
+		}
+		if c.expect {
+			req.WriteString("Expect: 100-continue\r\n")
+		}
+		req.WriteString("\r\n")
+		if c.expect {
+			// The client waits for 100 Continue, as curl would, and the
+			// server must send nothing else (no 102) before it.
+			if _, err := conn.Write(req.Bytes()); err != nil {
+				return out, err
+			}
+			tp := textproto.NewReader(br)
+			line, err := tp.ReadLine()
+			if err != nil {
+				return out, fmt.Errorf("round %d: waiting for 100 Continue: %v", round, err)
+			}
+			if rest, err := tp.ReadMIMEHeader(); err != nil || line != "HTTP/1.1 100 Continue" || len(rest) != 0 {
+				return out, fmt.Errorf("round %d: want a bare 100 Continue first, got %q %v %v", round, line, rest, err)
+			}
+			req.Reset()
+		}
+		req.Write(upload)
+		start := time.Now()
 		if _, err := conn.Write(req.Bytes()); err != nil {
 			return out, err
 		}
-		tp := textproto.NewReader(br)
-		line, err := tp.ReadLine()
+		res, err := readRawResponse(br, start, false)
 		if err != nil {
-			return out, fmt.Errorf("waiting for 100 Continue: %v", err)
+			return out, fmt.Errorf("round %d: %v\n%q", round, err, res.Wire)
 		}
-		if rest, err := tp.ReadMIMEHeader(); err != nil || line != "HTTP/1.1 100 Continue" || len(rest) != 0 {
-			return out, fmt.Errorf("want a bare 100 Continue first, got %q %v %v", line, rest, err)
+		for i, in := range res.Interims {
+			if in.Code != http.StatusProcessing {
+				return out, fmt.Errorf("round %d: interim %d after the 100: %q", round, in.Code, in.Raw)
+			}
+			out.interims102++
+			want := fmt.Sprintf("HTTP/1.1 102 Processing\r\nX-Progress: %d\r\n\r\n", i+1)
+			if in.Raw != want {
+				return out, fmt.Errorf("round %d: 102 is %q, want %q", round, in.Raw, want)
+			}
 		}
-		req.Reset()
-	}
-	req.Write(upload)
-	start := time.Now()
-	if _, err := conn.Write(req.Bytes()); err != nil {
-		return out, err
-	}
-	res, err := readRawResponse(br, start, false)
-	if err != nil {
-		return out, fmt.Errorf("%v\n%q", err, res.Wire)
-	}
-	for _, in := range res.Interims {
-		if in.Code != http.StatusProcessing {
-			return out, fmt.Errorf("interim %d after the 100: %q", in.Code, in.Raw)
+		body := res.Body
+		switch ce := res.Header.Get("Content-Encoding"); {
+		case ce == "gzip" && c.gzipWant:
+			zr, err := gzip.NewReader(bytes.NewReader(body))
+			if err != nil {
+				return out, fmt.Errorf("gzip: %v", err)
+			}
+			if body, err = io.ReadAll(zr); err != nil {
+				return out, fmt.Errorf("gzip: %v", err)
+			}
+		case ce != "":
+			return out, fmt.Errorf("Content-Encoding %q, asked for gzip: %v", ce, c.gzipWant)
 		}
-		out.interims102++
-		want := fmt.Sprintf("HTTP/1.1 102 Processing\r\nX-Progress: %d\r\n\r\n", out.interims102)
-		if in.Raw != want {
-			return out, fmt.Errorf("102 is %q, want %q", in.Raw, want)
+		if err := stressCheckFinal(c, res.Status, res.Header, body, upload); err != nil {
+			return out, fmt.Errorf("round %d: %v", round, err)
 		}
-	}
-	body := res.Body
-	switch ce := res.Header.Get("Content-Encoding"); {
-	case ce == "gzip" && c.gzipWant:
-		zr, err := gzip.NewReader(bytes.NewReader(body))
-		if err != nil {
-			return out, fmt.Errorf("gzip: %v", err)
-		}
-		if body, err = io.ReadAll(zr); err != nil {
-			return out, fmt.Errorf("gzip: %v", err)
-		}
-	case ce != "":
-		return out, fmt.Errorf("Content-Encoding %q, asked for gzip: %v", ce, c.gzipWant)
-	}
-	if err := stressCheckFinal(c, res.Status, res.Header, body, upload); err != nil {
-		return out, err
 	}
 	if after, _ := io.ReadAll(br); len(after) != 0 {
 		return out, fmt.Errorf("bytes after the final response: %q", after)
