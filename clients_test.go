@@ -70,6 +70,26 @@ http://127.0.0.1:{PORT}, https://127.0.0.1:{TLSPORT} {
 		}
 		reverse_proxy 127.0.0.1:{UPSTREAM}
 	}
+	handle /max7/* {
+		processing {
+			delay 150ms
+			interval 150ms
+			max 7
+		}
+		reverse_proxy 127.0.0.1:{UPSTREAM}
+	}
+	handle /uamatch/* {
+		# The README's example matcher.
+		@wants_progress {
+			not header_regexp User-Agent ^(python-requests|Python-urllib)/
+			not header X-Via-Nginx 1
+		}
+		processing @wants_progress {
+			delay 150ms
+			interval 150ms
+		}
+		reverse_proxy 127.0.0.1:{UPSTREAM}
+	}
 	handle /matcher/* {
 		@long method COPY MOVE DELETE PROPFIND PUT
 		processing @long {
@@ -402,6 +422,8 @@ type clientCase struct {
 	timeout string
 	// protected: routes that must give 200 + body when the plain one does not.
 	protected []string
+	// unprotected: routes with a protection that must not help this client.
+	unprotected []string
 }
 
 func clientCases() []clientCase {
@@ -441,13 +463,19 @@ func clientCases() []clientCase {
 		{
 			name: "Python http.client", proto: "HTTP/1.1", programs: []string{"python3"},
 			version: func() string { return clVersion("python3", "--version") },
-			get:     pythonGet, worksPlain: false, protected: []string{"/optin/", "/matcher/"},
+			get:     pythonGet("http.client"), worksPlain: false, protected: []string{"/optin/", "/matcher/"},
+			unprotected: []string{"/uamatch/"},
 		},
 		{
-			name: "Java HttpClient", proto: "HTTP/1.1", programs: []string{"java"},
+			name: "Python urllib", proto: "HTTP/1.1", programs: []string{"python3"},
+			version: func() string { return clVersion("python3", "--version") },
+			get:     pythonGet("urllib"), worksPlain: false, protected: []string{"/optin/", "/uamatch/"},
+		},
+		{
+			name: "Java HttpClient", proto: "HTTP/1.1", programs: []string{"java", "javac"},
 			version: javaVersion,
 			get:     javaGet, worksPlain: false, timeout: "not reset",
-			protected: []string{"/max/", "/optin/", "/matcher/"},
+			protected: []string{"/max7/", "/optin/", "/matcher/"},
 		},
 	}
 }
@@ -508,13 +536,17 @@ func goGet(proto string) clGetter {
 		s, err := tracedDo(e.t, client, req)
 		o := clOutcome{Elapsed: time.Since(start), Wire: -1, Reported: s.count(102)}
 		if err != nil {
-			o.Err = err.Error()
+			// Without `Get "https://127.0.0.1:port/...": `, which differs
+			// from run to run.
+			o.Err = goErrPrefix.ReplaceAllString(err.Error(), "")
 			return o
 		}
 		o.Status, o.Body = s.Status, string(s.Body)
 		return o
 	}
 }
+
+var goErrPrefix = regexp.MustCompile(`^[A-Z]+ "[^"]*": `)
 
 func nodeGet(mode string) clGetter {
 	return func(e *clEnv, path string, timeout time.Duration) clOutcome {
@@ -545,8 +577,10 @@ func nodeGet(mode string) clGetter {
 	}
 }
 
-func pythonGet(e *clEnv, path string, timeout time.Duration) clOutcome {
-	return scriptGet(e, "python3", []string{"py_client.py", e.plainURL(path), strconv.FormatFloat(timeout.Seconds(), 'f', 3, 64)})
+func pythonGet(mode string) clGetter {
+	return func(e *clEnv, path string, timeout time.Duration) clOutcome {
+		return scriptGet(e, "python3", []string{"py_client.py", mode, e.plainURL(path), strconv.FormatFloat(timeout.Seconds(), 'f', 3, 64)})
+	}
 }
 
 func javaGet(e *clEnv, path string, timeout time.Duration) clOutcome {
@@ -710,6 +744,15 @@ func TestClientCompatibility(t *testing.T) {
 					t.Errorf("protected by %s: want 200 + body, got %v", protectionName(p), o)
 				}
 			}
+			for _, p := range c.unprotected {
+				o := c.get(e, p+"slow", 0)
+				e.relay.take()
+				t.Logf("%s: %v", protectionName(p), o)
+				notes = append(notes, fmt.Sprintf("%s does not help: %s", protectionName(p), shortOutcome(o)))
+				if o.ok() {
+					t.Errorf("%s: want it not to help, got %v", protectionName(p), o)
+				}
+			}
 			r.Notes = strings.Join(notes, "; ")
 		})
 	}
@@ -787,6 +830,10 @@ func protectionName(p string) string {
 	switch p {
 	case "/max/":
 		return "`max 4`"
+	case "/max7/":
+		return "`max 7`"
+	case "/uamatch/":
+		return "the README's User-Agent matcher"
 	case "/optin/":
 		return "`opt_in`"
 	case "/matcher/":
