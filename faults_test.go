@@ -644,3 +644,22 @@ http://127.0.0.1:`+strconv.Itoa(port)+` {
 	}
 	relAssertNoMoreInterims(t, 100*time.Millisecond)
 }
+
+// TestPanicAfterInterimsWithoutHandleErrorsGives500: with no error routes,
+// Caddy answers the converted panic with its bare 500.
+func TestPanicAfterInterimsWithoutHandleErrorsGives500(t *testing.T) {
+	relLeakCheck(t)
+	setBehaviour(t, "panic_late", failLate(func() error { panic("boom after 102s") }))
+	port, _ := startCaddy(t, `
+http://127.0.0.1:{PORT} {
+`+relProgress+`
+	test_work panic_late
+}
+`)
+	res, after := relExchange(t, relAddr(port), "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+	relCheckProgress(t, res, 2)
+	if res.Status != 500 || len(res.Body) != 0 || len(after) != 0 {
+		t.Fatalf("want a bare 500 and nothing after, got %d %q then %q", res.Status, res.Body, after)
+	}
+	relAssertNoMoreInterims(t, 100*time.Millisecond)
+}
