@@ -14,8 +14,10 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -31,10 +33,11 @@ import (
 // status writes the header map once; a later WriteHeader is ignored.
 // httptest.ResponseRecorder would instead take a 102 as the final status.
 type benchWriter struct {
-	header   http.Header
-	bw       *bufio.Writer
-	final    int
-	interims int
+	header    http.Header
+	bw        *bufio.Writer
+	final     int
+	interims  int
+	onInterim func() // called at the first 1xx
 	// For BenchmarkPooledWriterReuse: the request began at start, and
 	// done is set once its ServeHTTP has returned. A 1xx after done, or
 	// sooner than earliest after start, belongs to another request.
@@ -73,6 +76,9 @@ func (w *benchWriter) WriteHeader(code int) {
 	w.writeStatus(code)
 	if code >= 100 && code <= 199 && code != http.StatusSwitchingProtocols {
 		w.interims++
+		if w.interims == 1 && w.onInterim != nil {
+			w.onInterim()
+		}
 		_ = w.bw.Flush()
 		return
 	}
@@ -295,4 +301,80 @@ func BenchmarkPooledWriterReuse(b *testing.B) {
 		b.Fatalf("%d 102s reached a writer outside its request", n)
 	}
 	b.ReportMetric(float64(interims.Load())/float64(b.N), "interims/op")
+}
+
+// BenchmarkInFlightMemory is the module's own share of target 3: the heap
+// that requests hold while they are in flight, each past its first 102,
+// with the module and without. Each op is one in-flight request; the
+// figure is "heap-B/inflight", from the live heap after a full GC with
+// every request of the op's batch waiting in its next handler.
+// Goroutine stacks are left out: the same goroutines run either way (the
+// module adds about 250 bytes of frames to each, see docs/performance.md).
+func BenchmarkInFlightMemory(b *testing.B) {
+	const batch = 2000
+	for _, with := range []bool{false, true} {
+		name := "module=without"
+		if with {
+			name = "module=with"
+		}
+		b.Run(name, func(b *testing.B) {
+			// The first 102 after a millisecond, then none for the
+			// length of the benchmark.
+			h := benchHandler(b, Handler{Delay: caddy.Duration(time.Millisecond), Interval: caddy.Duration(time.Hour)})
+			var total float64
+			for done := 0; done < b.N; done += batch {
+				total += inFlightHeap(b, h, with, batch)
+			}
+			b.ReportMetric(total/float64((b.N+batch-1)/batch), "heap-B/inflight")
+		})
+	}
+}
+
+// inFlightHeap starts n requests that each wait, after their first 102
+// if with, and returns the live heap they add per request.
+func inFlightHeap(b *testing.B, h *Handler, with bool, n int) float64 {
+	release := make(chan struct{})
+	var waiting, interims sync.WaitGroup
+	waiting.Add(n)
+	interims.Add(n)
+	next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+		if !with {
+			interims.Done() // no 102 to wait for
+		}
+		waiting.Done()
+		<-release
+		_, err := io.WriteString(w, "done")
+		return err
+	})
+	writers := make([]*benchWriter, n)
+	for i := range writers {
+		writers[i] = newBenchWriter()
+		writers[i].onInterim = interims.Done
+	}
+	var finished sync.WaitGroup
+	before := liveHeap()
+	for i := range n {
+		finished.Go(func() {
+			r := benchRequest()
+			if with {
+				_ = h.ServeHTTP(writers[i], r, next)
+			} else {
+				_ = next.ServeHTTP(writers[i], r)
+			}
+		})
+	}
+	waiting.Wait()
+	interims.Wait()
+	after := liveHeap()
+	close(release)
+	finished.Wait()
+	return float64(after-before) / float64(n)
+}
+
+// liveHeap is the heap in use by live objects after a full collection.
+func liveHeap() uint64 {
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.HeapAlloc
 }
