@@ -94,6 +94,12 @@ func (w *benchWriter) writeStatus(code int) {
 	_, _ = w.bw.WriteString("\r\n")
 }
 
+// SetReadDeadline and SetWriteDeadline succeed, as on a real connection:
+// Caddy's server sets both on every request through
+// http.ResponseController, and an unsupported one takes its error path.
+func (w *benchWriter) SetReadDeadline(time.Time) error  { return nil }
+func (w *benchWriter) SetWriteDeadline(time.Time) error { return nil }
+
 func (w *benchWriter) Write(p []byte) (int, error) {
 	if w.final == 0 {
 		w.WriteHeader(http.StatusOK)
