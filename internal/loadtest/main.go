@@ -26,6 +26,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"strings"
 	"time"
 
@@ -52,10 +53,12 @@ func main() {
 		ramp       = flag.Duration("ramp", 5*time.Second, "scale: time over which the requests are spread")
 		streams    = flag.Int("streams", 100, "scale: HTTP/2 streams per connection")
 		pairs      = flag.Int("pairs", 2, "scale: runs without then with the module; the first pair also warms the process up (see docs/performance.md)")
+		cpuProfile = flag.String("cpuprofile", "", "scale: write a CPU profile of the server during the runs with the module to this file")
 		withLines  = flag.String("with", "", "scale: the Caddyfile lines of the run with the module (default: processing with -delay and -interval)")
 		clientMode = flag.Bool("client", false, "internal: run as the scale test's client, config as JSON on stdin")
 	)
 	flag.Parse()
+	profilePath = *cpuProfile
 
 	if *clientMode {
 		var c clientConfig
@@ -113,6 +116,9 @@ func main() {
 		logf.Fatal(err)
 	}
 }
+
+// profilePath is where -cpuprofile writes, if set.
+var profilePath string
 
 // ---- scale -----------------------------------------------------------------
 
@@ -215,6 +221,17 @@ func scaleOnce(c scaleConfig, with bool) (*scaleRun, error) {
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		return nil, err
+	}
+	if with && profilePath != "" {
+		f, err := os.Create(profilePath)
+		if err != nil {
+			return nil, err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return nil, err
+		}
+		defer pprof.StopCPUProfile()
 	}
 	cpu0, t0 := cpuTime(), time.Now()
 	if err := cmd.Start(); err != nil {
