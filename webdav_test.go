@@ -8,6 +8,7 @@ package processing
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/xml"
 	"fmt"
@@ -30,10 +31,12 @@ import (
 	"golang.org/x/net/webdav"
 )
 
-// webdavStandIn is mholt/caddy-webdav's handler: the same module ID, the
-// same directive and fields, the same x/net/webdav set-up (a directory file
-// system rooted at `root`, defaulting to the site root; one in-memory lock
-// system per handler; the `prefix` stripped from paths).
+// webdavStandIn does what mholt/caddy-webdav's handler does: the same
+// module ID, directive and fields, and the same x/net/webdav set-up. A
+// directory file system rooted at `root` (placeholders resolved, default the
+// site root) whose files report file_server's ETag; one in-memory lock
+// system per handler; the `prefix` (placeholders resolved) stripped from
+// paths; GET and HEAD of a collection answered as PROPFIND with Depth 1.
 type webdavStandIn struct {
 	Root   string `json:"root,omitempty"`
 	Prefix string `json:"prefix,omitempty"`
@@ -55,28 +58,81 @@ func (wd *webdavStandIn) Provision(ctx caddy.Context) error {
 	return nil
 }
 
-func (wd webdavStandIn) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+func (wd webdavStandIn) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
 	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
-	root := repl.ReplaceAll(wd.Root, ".")
-	// As the plugin does: a GET of a collection goes on to file_server,
-	// which can list it.
-	if r.Method == http.MethodGet {
-		if info, err := os.Stat(filepath.Join(root, strings.TrimPrefix(r.URL.Path, wd.Prefix))); err == nil && info.IsDir() {
-			return next.ServeHTTP(w, r)
-		}
-	}
 	h := &webdav.Handler{
-		Prefix:     wd.Prefix,
-		FileSystem: webdav.Dir(root),
+		Prefix:     repl.ReplaceAll(wd.Prefix, ""),
+		FileSystem: etagDir{webdav.Dir(repl.ReplaceAll(wd.Root, "."))},
 		LockSystem: wd.lockSystem,
 		Logger: func(req *http.Request, err error) {
 			if err != nil {
-				wd.logger.Debug("webdav", zap.String("method", req.Method), zap.Error(err))
+				wd.logger.Debug("webdav request error", zap.String("method", req.Method), zap.Error(err))
 			}
 		},
 	}
+	// The plugin looks the collection up by the request path as it is,
+	// prefix included.
+	if r.Method == http.MethodGet || r.Method == http.MethodHead {
+		if info, err := h.FileSystem.Stat(r.Context(), r.URL.Path); err == nil && info.IsDir() {
+			r.Method = "PROPFIND"
+			if r.Header.Get("Depth") == "" {
+				r.Header.Set("Depth", "1")
+			}
+		}
+	}
+	if r.Method == http.MethodHead {
+		w = headWriter{w}
+	}
 	h.ServeHTTP(w, r)
 	return nil
+}
+
+// headWriter drops the body of a HEAD response.
+type headWriter struct{ http.ResponseWriter }
+
+func (headWriter) Write(p []byte) (int, error) { return len(p), nil }
+
+// etagDir gives its files file_server's ETag (modification time and size in
+// base 36), as the plugin does so that If-Match from a client that read a
+// file through file_server still matches. Its files are wrappers with no
+// ReadFrom or WriteTo, so, as with the plugin, COPY moves every byte
+// through a user-space buffer.
+type etagDir struct{ webdav.Dir }
+
+type etagFile struct{ webdav.File }
+
+type etagInfo struct{ os.FileInfo }
+
+func (d etagDir) OpenFile(ctx context.Context, name string, flag int, perm os.FileMode) (webdav.File, error) {
+	f, err := d.Dir.OpenFile(ctx, name, flag, perm)
+	if err != nil {
+		return nil, err
+	}
+	return etagFile{f}, nil
+}
+
+func (d etagDir) Stat(ctx context.Context, name string) (os.FileInfo, error) {
+	fi, err := d.Dir.Stat(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	return etagInfo{fi}, nil
+}
+
+func (f etagFile) Stat() (os.FileInfo, error) {
+	fi, err := f.File.Stat()
+	if err != nil {
+		return nil, err
+	}
+	return etagInfo{fi}, nil
+}
+
+func (fi etagInfo) ETag(context.Context) (string, error) {
+	t := fi.ModTime()
+	if t.Unix() == 0 || t.Unix() == 1 {
+		return "", nil
+	}
+	return `"` + strconv.FormatInt(t.UnixNano(), 36) + strconv.FormatInt(fi.Size(), 36) + `"`, nil
 }
 
 // UnmarshalCaddyfile reads the plugin's syntax:
