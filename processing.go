@@ -98,7 +98,7 @@ type interimWriter struct {
 	rw         http.ResponseWriter
 	realHeader http.Header
 	ctx        context.Context
-	start      time.Time
+	start      time.Duration // on the monoNow clock
 	uri        string
 	method     string
 	http2      bool
@@ -121,12 +121,12 @@ type interimWriter struct {
 	// with code="102").
 	base    http.ResponseWriter
 	phase   phase
-	count   int       // 102s sent by this module
-	interim bool      // some 1xx (ours or the next handler's) was written
-	nextDue time.Time // a tick before this is stale; zero for the first
-	vacated bool      // realHeader's fields were moved into held
-	gated   bool      // 102s wait until the request body has started
-	overdue bool      // a 102 fell due while gated
+	count   int           // 102s sent by this module
+	interim bool          // some 1xx (ours or the next handler's) was written
+	nextDue time.Duration // on the monoNow clock: a tick before this is stale; 0 for the first
+	vacated bool          // realHeader's fields were moved into held
+	gated   bool          // 102s wait until the request body has started
+	overdue bool          // a 102 fell due while gated
 
 	// Owned by the next handler's side. A tick touches held only to move
 	// the real map's fields into it before it is handed out (vacateLocked).
@@ -142,7 +142,7 @@ func (w *interimWriter) begin(h *Handler, rw http.ResponseWriter, r *http.Reques
 	w.rw = rw
 	w.realHeader = rw.Header()
 	w.ctx = r.Context()
-	w.start = time.Now()
+	w.start = monoNow()
 	w.uri = r.RequestURI
 	w.method = r.Method
 	w.http2 = r.ProtoMajor == 2
@@ -168,7 +168,6 @@ func (w *interimWriter) begin(h *Handler, rw http.ResponseWriter, r *http.Reques
 
 	// The lock orders everything above before the first tick.
 	w.mu.Lock()
-	defer w.mu.Unlock()
 	// draft-wright-http-progress: a client that asks for progress gets the
 	// first 102 at once.
 	if !prefer {
@@ -177,9 +176,10 @@ func (w *interimWriter) begin(h *Handler, rw http.ResponseWriter, r *http.Reques
 		w.overdue = true
 	} else {
 		w.sendInterimLocked(w.start)
-		w.nextDue = w.start.Add(h.interval)
+		w.nextDue = w.start + h.interval
 		w.scheduleLocked(h.interval)
 	}
+	w.mu.Unlock()
 }
 
 // scheduleLocked arms the timer to run tick after d. Go 1.23 timers:
@@ -211,8 +211,8 @@ func (w *interimWriter) tick() {
 	if w.phase != waiting {
 		return
 	}
-	now := time.Now()
-	if now.Before(w.nextDue) {
+	now := monoNow()
+	if now < w.nextDue {
 		// Rescheduled while this run was already on its way (a 1xx from
 		// the next handler restarted the clock); the newer run sends.
 		return
@@ -222,12 +222,12 @@ func (w *interimWriter) tick() {
 		return
 	}
 	w.sendInterimLocked(now)
-	w.nextDue = now.Add(w.h.interval)
+	w.nextDue = now + w.h.interval
 	w.scheduleLocked(w.h.interval)
 }
 
 // sendInterimLocked writes one 102 carrying only the configured fields.
-func (w *interimWriter) sendInterimLocked(now time.Time) {
+func (w *interimWriter) sendInterimLocked(now time.Duration) {
 	if w.h.Max > 0 && w.count >= w.h.Max {
 		return
 	}
@@ -235,7 +235,7 @@ func (w *interimWriter) sendInterimLocked(now time.Time) {
 	w.count++
 	for _, f := range w.fields {
 		if f.perInterim {
-			w.realHeader[f.name] = fillInterimPlaceholders(f.values, w.count, now.Sub(w.start))
+			w.realHeader[f.name] = fillInterimPlaceholders(f.values, w.count, now-w.start)
 		} else {
 			w.realHeader[f.name] = f.values
 		}
@@ -255,7 +255,7 @@ func (w *interimWriter) sendInterimLocked(now time.Time) {
 			zap.String("method", w.method),
 			zap.String("uri", w.uri),
 			zap.Int("count", w.count),
-			zap.Duration("elapsed", now.Sub(w.start)),
+			zap.Duration("elapsed", now-w.start),
 		)
 	}
 }
@@ -351,7 +351,7 @@ func (w *interimWriter) forwardInterim(code int) {
 		}
 	}
 	w.writeInterimLocked(w.rw, code)
-	w.nextDue = time.Now().Add(w.h.interval)
+	w.nextDue = monoNow() + w.h.interval
 	w.scheduleLocked(w.h.interval)
 }
 
@@ -482,9 +482,9 @@ func (w *interimWriter) finish(r *http.Request, err error, panicking bool) {
 func (w *interimWriter) reset() {
 	clear(w.held)
 	w.h, w.rw, w.realHeader, w.ctx = nil, nil, nil, nil
-	w.start, w.uri, w.method, w.http2 = time.Time{}, "", "", false
+	w.start, w.uri, w.method, w.http2 = 0, "", "", false
 	w.fields, w.gate = nil, nil
-	w.base, w.phase, w.count, w.interim, w.nextDue = nil, waiting, 0, false, time.Time{}
+	w.base, w.phase, w.count, w.interim, w.nextDue = nil, waiting, 0, false, 0
 	w.vacated, w.gated, w.overdue = false, false, false
 	w.handedOut, w.committed, w.hijacked = false, false, false
 }
@@ -512,7 +512,7 @@ func (w *interimWriter) openGate() {
 	w.gated = false
 	if w.overdue && w.phase == waiting {
 		w.overdue = false
-		w.nextDue = time.Time{}
+		w.nextDue = 0
 		w.scheduleLocked(0)
 	}
 }
@@ -528,6 +528,16 @@ func innermost(rw http.ResponseWriter) http.ResponseWriter {
 		}
 		rw = u.Unwrap()
 	}
+}
+
+// monoBase anchors monoNow.
+var monoBase = time.Now()
+
+// monoNow reads the monotonic clock only: time.Since on a time with a
+// monotonic reading skips the wall clock, which time.Now also reads, and
+// clock reads are a good part of the fast path's cost.
+func monoNow() time.Duration {
+	return time.Since(monoBase)
 }
 
 // moveHeader moves every field of src into dst, leaving src empty.
