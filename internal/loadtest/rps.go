@@ -17,6 +17,13 @@ type rpsRound struct {
 	With    float64 `json:"with"`
 	Without float64 `json:"without"`
 	Ratio   float64 `json:"ratio"`
+	// Alternated rounds only: the server process's CPU per request, and
+	// without / with of it, the rate ratio a CPU-bound server would show.
+	// CPU per request is far less sensitive than the rate to what the
+	// rest of a shared machine does.
+	WithCPU    time.Duration `json:"with_cpu_per_request,omitempty"`
+	WithoutCPU time.Duration `json:"without_cpu_per_request,omitempty"`
+	CPURatio   float64       `json:"cpu_ratio,omitempty"`
 }
 
 type rpsReport struct {
@@ -28,6 +35,8 @@ type rpsReport struct {
 	// TotalRatio divides the sums of all runs.
 	MedianRatio float64 `json:"median_ratio"`
 	TotalRatio  float64 `json:"total_ratio"`
+	// MedianCPURatio is the median of the rounds' CPU ratios.
+	MedianCPURatio float64 `json:"median_cpu_ratio"`
 	// Simultaneous rounds load both sides at once (see runRPS).
 	Simultaneous       []rpsRound `json:"simultaneous"`
 	SimultaneousMedian float64    `json:"simultaneous_median_ratio"`
@@ -96,21 +105,25 @@ http://127.0.0.1:%d {
 			if with {
 				port = withPort
 			}
+			cpu0 := cpuTime()
 			rate, err := run(port, conns)
 			if err != nil {
 				return nil, err
 			}
+			perReq := time.Duration(float64(cpuTime()-cpu0) / (rate * length.Seconds()))
 			if with {
-				r.With = rate
+				r.With, r.WithCPU = rate, perReq
 			} else {
-				r.Without = rate
+				r.Without, r.WithoutCPU = rate, perReq
 			}
 		}
 		r.Ratio = r.With / r.Without
+		r.CPURatio = float64(r.WithoutCPU) / float64(r.WithCPU)
 		sumWith += r.With
 		sumWithout += r.Without
 		rep.Rounds = append(rep.Rounds, r)
-		logf.Printf("rps %s round %d: with %.0f req/s, without %.0f req/s, ratio %.4f", proto, i+1, r.With, r.Without, r.Ratio)
+		logf.Printf("rps %s round %d: with %.0f req/s, without %.0f req/s, ratio %.4f; server CPU per request with %v, without %v, ratio %.4f",
+			proto, i+1, r.With, r.Without, r.Ratio, r.WithCPU, r.WithoutCPU, r.CPURatio)
 	}
 	// Simultaneous rounds: both sides under load at once, by two clients
 	// with half the connections each. Both see exactly the same noise
@@ -143,10 +156,15 @@ http://127.0.0.1:%d {
 	rep.SimultaneousMedian = medianRatio(rep.Simultaneous)
 
 	rep.MedianRatio = medianRatio(rep.Rounds)
+	cpuRatios := make([]rpsRound, len(rep.Rounds))
+	for i, r := range rep.Rounds {
+		cpuRatios[i].Ratio = r.CPURatio
+	}
+	rep.MedianCPURatio = medianRatio(cpuRatios)
 	rep.TotalRatio = sumWith / sumWithout
 	rep.LoadAvg = loadavg()
-	logf.Printf("rps %s (%s): alternated: median ratio %.4f, total ratio %.4f; simultaneous: median ratio %.4f",
-		proto, rep.Tool, rep.MedianRatio, rep.TotalRatio, rep.SimultaneousMedian)
+	logf.Printf("rps %s (%s): alternated: median ratio %.4f, total ratio %.4f, median CPU ratio %.4f; simultaneous: median ratio %.4f",
+		proto, rep.Tool, rep.MedianRatio, rep.TotalRatio, rep.MedianCPURatio, rep.SimultaneousMedian)
 	return rep, nil
 }
 
