@@ -117,8 +117,23 @@ func main() {
 	}
 }
 
-// profilePath is where -cpuprofile writes, if set.
+// profilePath is where -cpuprofile writes, if set: one file for each
+// protocol and test, with that suffix.
 var profilePath string
+
+// startProfile starts a CPU profile into path; stop ends it. Only one
+// profile may run at a time, so a loop profiles only its first turn.
+func startProfile(path string) (stop func(), err error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }, nil
+}
 
 // ---- scale -----------------------------------------------------------------
 
@@ -223,15 +238,11 @@ func scaleOnce(c scaleConfig, with bool) (*scaleRun, error) {
 		return nil, err
 	}
 	if with && profilePath != "" {
-		f, err := os.Create(profilePath)
+		stop, err := startProfile(profilePath + "." + c.Proto + ".scale")
 		if err != nil {
 			return nil, err
 		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return nil, err
-		}
-		defer pprof.StopCPUProfile()
+		defer stop()
 	}
 	cpu0, t0 := cpuTime(), time.Now()
 	if err := cmd.Start(); err != nil {

@@ -105,8 +105,16 @@ http://127.0.0.1:%d {
 			if with {
 				port = withPort
 			}
+			stopProfile := func() {}
+			if with && profilePath != "" && i == 0 {
+				var err error
+				if stopProfile, err = startProfile(profilePath + "." + proto + ".rps"); err != nil {
+					return nil, err
+				}
+			}
 			cpu0 := cpuTime()
 			rate, err := run(port, conns)
+			stopProfile()
 			if err != nil {
 				return nil, err
 			}
