@@ -507,3 +507,73 @@ http://127.0.0.1:{PORT} {
 		}
 	})
 }
+
+// TestFieldsSetBeforeTheModuleReachTheFinalResponse: Caddy's server sets
+// Server (and Alt-Svc over TLS) before the route runs. The module moves
+// them out of the way of its 102s and must put them back, whether the next
+// handler asks for its header map before the final status, writes without
+// asking, or fails into handle_errors.
+func TestFieldsSetBeforeTheModuleReachTheFinalResponse(t *testing.T) {
+	setBehaviour(t, "writeonly", func(w http.ResponseWriter, r *http.Request) error {
+		time.Sleep(250 * time.Millisecond)
+		_, err := io.WriteString(w, "body")
+		return err
+	})
+	setBehaviour(t, "header", func(w http.ResponseWriter, r *http.Request) error {
+		time.Sleep(250 * time.Millisecond)
+		w.Header().Set("X-Late", "1")
+		_, err := io.WriteString(w, "body")
+		return err
+	})
+	setBehaviour(t, "fails", func(w http.ResponseWriter, r *http.Request) error {
+		time.Sleep(250 * time.Millisecond)
+		return fmt.Errorf("downstream failed")
+	})
+	port, tlsPort := startCaddy(t, protocolSites(`
+	processing 50ms
+	handle /writeonly {
+		test_work writeonly
+	}
+	handle /header {
+		test_work header
+	}
+	handle /fails {
+		test_work fails
+	}
+	handle_errors {
+		respond "handled" 503
+	}
+`))
+	for _, path := range []string{"/writeonly", "/header", "/fails"} {
+		t.Run(path, func(t *testing.T) {
+			res := rawRequest(t, addr(port), "GET "+path+" HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+			if len(res.Interims) < 2 || res.Header.Get("Server") != "Caddy" {
+				t.Fatalf("%d interims, final header %v", len(res.Interims), res.Header)
+			}
+			for _, in := range res.Interims {
+				if in.Raw != bareProcessing {
+					t.Fatalf("interim %q", in.Raw)
+				}
+			}
+			req, _ := http.NewRequest("GET", fmt.Sprintf("https://127.0.0.1:%d%s", tlsPort, path), nil)
+			s, err := tracedDo(t, h1Client(), req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if s.count(102) < 2 || s.Header.Get("Server") != "Caddy" || s.Header.Get("Alt-Svc") == "" {
+				t.Fatalf("TLS: %d interims, final header %v", s.count(102), s.Header)
+			}
+			for _, in := range s.Interims {
+				if len(in.Header) != 0 {
+					t.Fatalf("TLS interim with fields %v", in.Header)
+				}
+			}
+			if path == "/fails" && (s.Status != 503 || string(s.Body) != "handled") {
+				t.Fatalf("handle_errors: %d %q", s.Status, s.Body)
+			}
+			if path == "/header" && s.Header.Get("X-Late") != "1" {
+				t.Fatalf("lost X-Late: %v", s.Header)
+			}
+		})
+	}
+}

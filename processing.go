@@ -124,9 +124,10 @@ type interimWriter struct {
 	count   int           // 102s sent by this module
 	interim bool          // some 1xx (ours or the next handler's) was written
 	nextDue time.Duration // on the monoNow clock: a tick before this is stale; 0 for the first
-	vacated bool          // realHeader's fields were moved into held
-	gated   bool          // 102s wait until the request body has started
-	overdue bool          // a 102 fell due while gated
+	vacated bool          // realHeader's fields were moved into held or stash
+	stash   fieldStash
+	gated   bool // 102s wait until the request body has started
+	overdue bool // a 102 fell due while gated
 
 	// Owned by the next handler's side. A tick touches held only to move
 	// the real map's fields into it before it is handed out (vacateLocked).
@@ -294,10 +295,17 @@ func (w *interimWriter) writeInterimLocked(to http.ResponseWriter, code int) {
 // the header map for a 1xx (see writeInterimLocked).
 var forceHeaderClone = []string{"chunked"}
 
-// vacateLocked moves the response's header fields out of the real map into
-// held, where the next handler will find them.
+// vacateLocked moves the response's header fields out of the real map:
+// into held if this writer has a map, or into the stash if they fit (the
+// usual Server and Alt-Svc). A request waiting on reverse_proxy or webdav
+// has not asked for its header map yet, and a fresh writer then needs no
+// map of its own while it waits.
 func (w *interimWriter) vacateLocked() {
 	if w.vacated {
+		return
+	}
+	if w.held == nil && w.stash.take(w.realHeader) {
+		w.vacated = true
 		return
 	}
 	if w.held == nil {
@@ -305,6 +313,12 @@ func (w *interimWriter) vacateLocked() {
 	}
 	moveHeader(w.held, w.realHeader)
 	w.vacated = true
+}
+
+// restoreLocked moves the response's header fields back into the real map.
+func (w *interimWriter) restoreLocked() {
+	w.stash.moveTo(w.realHeader)
+	moveHeader(w.realHeader, w.held)
 }
 
 // Header returns the map the next handler writes its fields into.
@@ -318,6 +332,10 @@ func (w *interimWriter) Header() http.Header {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.vacateLocked()
+	if w.held == nil {
+		w.held = make(http.Header, w.stash.n)
+	}
+	w.stash.moveTo(w.held)
 	w.handedOut = true
 	return w.held
 }
@@ -346,6 +364,7 @@ func (w *interimWriter) forwardInterim(code int) {
 		return
 	}
 	if w.vacated {
+		w.stash.copyTo(w.realHeader)
 		for k, v := range w.held {
 			w.realHeader[k] = v
 		}
@@ -361,7 +380,7 @@ func (w *interimWriter) commit(code int) {
 	w.mu.Lock()
 	w.phase = final
 	if w.vacated {
-		moveHeader(w.realHeader, w.held)
+		w.restoreLocked()
 	}
 	w.mu.Unlock()
 	w.committed = true
@@ -452,7 +471,7 @@ func (w *interimWriter) finish(r *http.Request, err error, panicking bool) {
 		if w.vacated {
 			// An error or a panic: Caddy's error handling writes the
 			// response and should see what the next handler had set.
-			moveHeader(w.realHeader, w.held)
+			w.restoreLocked()
 		}
 		if err == nil && !panicking && w.interim {
 			// The next handler wrote nothing after a 1xx of its own:
@@ -485,7 +504,7 @@ func (w *interimWriter) reset() {
 	w.start, w.uri, w.method, w.http2 = 0, "", "", false
 	w.fields, w.gate = nil, nil
 	w.base, w.phase, w.count, w.interim, w.nextDue = nil, waiting, 0, false, 0
-	w.vacated, w.gated, w.overdue = false, false, false
+	w.vacated, w.gated, w.overdue, w.stash = false, false, false, fieldStash{}
 	w.handedOut, w.committed, w.hijacked = false, false, false
 }
 
@@ -538,6 +557,40 @@ var monoBase = time.Now()
 // clock reads are a good part of the fast path's cost.
 func monoNow() time.Duration {
 	return time.Since(monoBase)
+}
+
+// fieldStash holds the few header fields of a request whose real map was
+// emptied for a 102 before the next handler asked for a map.
+type fieldStash struct {
+	n      int
+	keys   [2]string
+	values [2][]string
+}
+
+// take moves every field of h into the stash if they fit.
+func (s *fieldStash) take(h http.Header) bool {
+	if len(h) > len(s.keys) {
+		return false
+	}
+	for k, v := range h {
+		s.keys[s.n], s.values[s.n] = k, v
+		s.n++
+	}
+	clear(h)
+	return true
+}
+
+// copyTo adds the stashed fields to h.
+func (s *fieldStash) copyTo(h http.Header) {
+	for i := range s.n {
+		h[s.keys[i]] = s.values[i]
+	}
+}
+
+// moveTo adds the stashed fields to h and empties the stash.
+func (s *fieldStash) moveTo(h http.Header) {
+	s.copyTo(h)
+	*s = fieldStash{}
 }
 
 // moveHeader moves every field of src into dst, leaving src empty.
