@@ -153,18 +153,29 @@ func (w *interimWriter) begin(h *Handler, rw http.ResponseWriter, r *http.Reques
 	}
 
 	// RFC 2518 §10.1: a 102 says the server has the whole request. With
-	// Expect: 100-continue the client is still waiting to send its body, and
-	// Go writes the automatic 100 Continue from the body reader without the
-	// lock a 1xx takes (HTTP/1.1) or drops it once any HEADERS frame went out
-	// (HTTP/2, which also hides Expect from the handler, so every HTTP/2
-	// request with a body is treated so). 102s therefore wait until the
-	// first body read has returned, by which time the 100 is on the wire.
-	if r.Body != nil && r.Body != http.NoBody &&
-		((r.ProtoMajor == 1 && httpguts.HeaderValuesContainsToken(r.Header["Expect"], "100-continue")) ||
-			(w.http2 && r.ContentLength != 0)) {
-		w.gated = true
-		w.gate = &gatedBody{ReadCloser: r.Body, w: w}
-		r.Body = w.gate
+	// Expect: 100-continue the client is still waiting to send its body, so
+	// 102s wait for the next handler's first read of the body.
+	//
+	// HTTP/1.1: Go writes the automatic 100 Continue from the body reader,
+	// without the lock a 1xx takes, so it could interleave with a 102 or a
+	// 1xx that reverse_proxy forwards from its transport's goroutine. The
+	// module writes the 100 itself under mu on that first read, which turns
+	// Go's off (RFC 9110 §10.1.1).
+	//
+	// HTTP/2 drops the automatic 100 once any HEADERS frame went out, and
+	// hides Expect from the handler: for every HTTP/2 request with a body,
+	// 102s wait until the first body read has returned, by which time the
+	// 100, if the client asked for one, is on the wire.
+	if r.Body != nil && r.Body != http.NoBody {
+		if r.ProtoMajor == 1 && httpguts.HeaderValuesContainsToken(r.Header["Expect"], "100-continue") {
+			w.gated = true
+			w.gate = &gatedBody{ReadCloser: r.Body, w: w, sendContinue: true}
+			r.Body = w.gate
+		} else if w.http2 && r.ContentLength != 0 {
+			w.gated = true
+			w.gate = &gatedBody{ReadCloser: r.Body, w: w}
+			r.Body = w.gate
+		}
 	}
 
 	// The lock orders everything above before the first tick.
@@ -508,28 +519,47 @@ func (w *interimWriter) reset() {
 	w.handedOut, w.committed, w.hijacked = false, false, false
 }
 
-// gatedBody opens the 102 gate when the first read of the request body has
-// returned: by then Go has written the automatic 100 Continue, if any.
+// gatedBody opens the 102 gate on the first read of the request body (see
+// begin): before it, with the module's own 100 Continue (HTTP/1.1), or
+// after it has returned (HTTP/2).
 type gatedBody struct {
 	io.ReadCloser
-	w      *interimWriter
-	opened bool
+	w            *interimWriter
+	sendContinue bool
+	opened       bool
 }
 
 func (b *gatedBody) Read(p []byte) (int, error) {
-	n, err := b.ReadCloser.Read(p)
-	if !b.opened {
-		b.opened = true
-		b.w.openGate()
+	if b.opened {
+		return b.ReadCloser.Read(p)
 	}
+	b.opened = true
+	if b.sendContinue {
+		b.w.openGate(true)
+		return b.ReadCloser.Read(p)
+	}
+	n, err := b.ReadCloser.Read(p)
+	b.w.openGate(false)
 	return n, err
 }
 
-func (w *interimWriter) openGate() {
+func (w *interimWriter) openGate(sendContinue bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if w.phase != waiting {
+		return // Go's own 100 Continue logic takes over after the final status
+	}
+	if sendContinue {
+		// The automatic 100 carries no fields; Go writes the real map on
+		// a 1xx, so it must be empty.
+		w.vacateLocked()
+		if w.base == nil {
+			w.base = innermost(w.rw)
+		}
+		w.writeInterimLocked(w.base, http.StatusContinue)
+	}
 	w.gated = false
-	if w.overdue && w.phase == waiting {
+	if w.overdue {
 		w.overdue = false
 		w.nextDue = 0
 		w.scheduleLocked(0)
