@@ -21,6 +21,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -662,4 +663,92 @@ http://127.0.0.1:{PORT} {
 		t.Fatalf("want a bare 500 and nothing after, got %d %q then %q", res.Status, res.Body, after)
 	}
 	relAssertNoMoreInterims(t, 100*time.Millisecond)
+}
+
+// TestUpstreamInterimsMeetTicks: reverse_proxy forwards an upstream's 103s
+// from its transport's goroutine while the module's own 102s go out every
+// millisecond from its timer. Under -race, with requests over raw HTTP/1.1
+// in parallel, each interim must stay whole: a 102 with only its own
+// numbered field, a 103 with the upstream's Link (in the upstream's order)
+// and no X-Progress, and the final response after all of them.
+func TestUpstreamInterimsMeetTicks(t *testing.T) {
+	relLeakCheck(t)
+	const hints = 20
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	upstream := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		for i := range hints {
+			w.Header().Set("Link", fmt.Sprintf("</hint%d>; rel=preload", i))
+			w.WriteHeader(http.StatusEarlyHints)
+			time.Sleep(time.Millisecond)
+		}
+		w.Header().Del("Link")
+		w.Header().Set("X-Upstream", "final-only")
+		_, _ = io.WriteString(w, "upstream body")
+	})}
+	go func() { _ = upstream.Serve(ln) }()
+	t.Cleanup(func() { _ = upstream.Close() })
+
+	port, _ := startCaddy(t, `
+http://127.0.0.1:{PORT} {
+	processing {
+		delay 1ms
+		interval 1ms
+		header X-Progress "{http.processing.count}"
+	}
+	reverse_proxy `+ln.Addr().String()+`
+}
+`)
+	var wg sync.WaitGroup
+	var n102, n103 atomic.Int64
+	for range 40 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			conn, err := net.DialTimeout("tcp", relAddr(port), 5*time.Second)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer conn.Close()
+			_ = conn.SetDeadline(time.Now().Add(30 * time.Second))
+			if _, err := io.WriteString(conn, "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"); err != nil {
+				t.Error(err)
+				return
+			}
+			res, err := readRawResponse(conn, time.Now(), false)
+			if err != nil {
+				t.Errorf("%v\n%s", err, res.Wire)
+				return
+			}
+			seen102, seen103 := 0, 0
+			for _, in := range res.Interims {
+				var want string
+				switch in.Code {
+				case http.StatusProcessing:
+					seen102++
+					want = fmt.Sprintf("HTTP/1.1 102 Processing\r\nX-Progress: %d\r\n\r\n", seen102)
+				case http.StatusEarlyHints:
+					// A forwarded 1xx carries what Caddy would put on it
+					// without the module: the upstream's fields and the
+					// response's own so far (here Caddy's Server field).
+					want = fmt.Sprintf("HTTP/1.1 103 Early Hints\r\nLink: </hint%d>; rel=preload\r\nServer: Caddy\r\n\r\n", seen103)
+					seen103++
+				}
+				if in.Raw != want {
+					t.Errorf("interim %q, want %q\nwhole:\n%s", in.Raw, want, res.Wire)
+					return
+				}
+			}
+			if seen103 != hints || res.Status != 200 || string(res.Body) != "upstream body" || res.Header.Get("X-Upstream") != "final-only" {
+				t.Errorf("%d 103s, final %d %q:\n%s", seen103, res.Status, res.Body, res.Wire)
+			}
+			n102.Add(int64(seen102))
+			n103.Add(int64(seen103))
+		}()
+	}
+	wg.Wait()
+	t.Logf("40 requests: %d forwarded 103s, %d 102s between them", n103.Load(), n102.Load())
 }
