@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"net/http/httptrace"
 	"net/textproto"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -172,7 +173,20 @@ func globalOptionsWith(t testing.TB, extra string) string {
 		protocols h1 h2 h2c h3
 	}
 }
-`, t.TempDir(), extra)
+`, storageDir(t), extra)
+}
+
+// storageDir is a folder for Caddy's storage that is removed when the test
+// ends, as far as possible: certmagic's background work may still write
+// to it after Caddy stops, which would make t.TempDir's cleanup fail the
+// test.
+func storageDir(t testing.TB) string {
+	dir, err := os.MkdirTemp("", "caddy-processing-storage-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	return dir
 }
 
 // adapt turns a Caddyfile into JSON config.
