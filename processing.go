@@ -467,10 +467,14 @@ func (w *interimWriter) Unwrap() http.ResponseWriter {
 // stop runs when next returns or panics. After it, no tick is scheduled or
 // running, and only the request's goroutine touches the writer.
 func (w *interimWriter) stop() {
-	w.mu.Lock()
-	w.phase = done
-	w.mu.Unlock()
-	w.stopTimer()
+	// After the final status no tick writes or re-arms, and commit has
+	// stopped the timer: only a tick already running can remain.
+	if !w.committed {
+		w.mu.Lock()
+		w.phase = done
+		w.mu.Unlock()
+		w.stopTimer()
+	}
 	w.inflight.Wait()
 }
 
