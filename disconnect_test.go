@@ -153,7 +153,7 @@ func TestClientDisconnectsAtEveryStage(t *testing.T) {
 	// "before" requests get a long delay so that the client is surely gone
 	// first; the others get 102s every 20 ms, at most 4 (quic-go's client
 	// gives up after 5).
-	port, tlsPort := startCaddy(t, relSites(`
+	port, tlsPort := startCaddy(t, protocolSites(`
 	@before query stage=before
 	@others not query stage=before
 	route {
@@ -171,7 +171,6 @@ func TestClientDisconnectsAtEveryStage(t *testing.T) {
 		test_work disc
 	}
 `))
-	relWaitTLS(t, tlsPort)
 	h2 := h2Client()
 	defer h2.CloseIdleConnections()
 	h3, closeH3 := h3Client()
@@ -415,7 +414,7 @@ func TestDisconnectStorm(t *testing.T) {
 		_, err := io.WriteString(w, "whole\n")
 		return err
 	})
-	port, tlsPort := startCaddy(t, relSites(`
+	port, tlsPort := startCaddy(t, protocolSites(`
 	@h3 protocol http/3
 	@noth3 not protocol http/3
 	route {
@@ -434,7 +433,6 @@ func TestDisconnectStorm(t *testing.T) {
 		test_work storm
 	}
 `))
-	relWaitTLS(t, tlsPort)
 	clients := stressClients()
 	defer clients.close()
 	// Connect every client first: a QUIC handshake abandoned half way

@@ -11,7 +11,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha1"
-	"crypto/tls"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -47,22 +46,6 @@ func relLeakCheck(t *testing.T) {
 		}
 		http.DefaultTransport.(*http.Transport).CloseIdleConnections()
 		goleak.VerifyNone(t, leakOptions()...)
-	})
-}
-
-// relWaitTLS waits until Caddy's internal CA has issued the site's
-// certificate: Caddy obtains it in the background after the config loads,
-// and a handshake before that fails with "internal error".
-func relWaitTLS(t testing.TB, tlsPort int) {
-	t.Helper()
-	eventually(t, "the site certificate", func() bool {
-		conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 2 * time.Second}, "tcp", relAddr(tlsPort),
-			&tls.Config{InsecureSkipVerify: true, NextProtos: []string{"http/1.1"}})
-		if err != nil {
-			return false
-		}
-		conn.Close()
-		return true
 	})
 }
 
@@ -138,20 +121,6 @@ func relCheckProgress(t testing.TB, res *rawResponse, atLeast int) {
 	}
 }
 
-// relSites serves route over cleartext HTTP/1.1 and h2c, and over TLS with
-// HTTP/1.1, HTTP/2 and HTTP/3.
-func relSites(route string) string {
-	return `
-http://127.0.0.1:{PORT} {
-` + route + `
-}
-https://127.0.0.1:{TLSPORT} {
-	tls internal
-` + route + `
-}
-`
-}
-
 // relProgress numbers each 102. max 4 because quic-go's HTTP/3 client
 // gives up after 5 interim responses.
 const relProgress = `
@@ -192,12 +161,11 @@ func TestDownstreamFailureAfterInterimsAnsweredByHandleErrors(t *testing.T) {
 	setBehaviour(t, "error_late", failLate(func() error {
 		return caddyhttp.Error(http.StatusServiceUnavailable, errors.New("backend went away"))
 	}))
-	port, tlsPort := startCaddy(t, relSites(relProgress+`
+	port, tlsPort := startCaddy(t, protocolSites(relProgress+`
 	@panic path /panic
 	test_work @panic panic_late
 	test_work error_late
 `+relHandleErrors))
-	relWaitTLS(t, tlsPort)
 	h2 := h2Client()
 	defer h2.CloseIdleConnections()
 	h3, closeH3 := h3Client()
@@ -533,7 +501,7 @@ func TestReloadAndStopWithLongRequestsInFlight(t *testing.T) {
 	setBehaviour(t, "long", sleepThen(1200*time.Millisecond, "long done"))
 	adminPort, port, tlsPort := freePort(t), freePort(t), freePort(t)
 	config := func(name string) []byte {
-		sites := relSites(`
+		sites := protocolSites(`
 	processing {
 		delay 200ms
 		interval 200ms
@@ -547,7 +515,7 @@ func TestReloadAndStopWithLongRequestsInFlight(t *testing.T) {
 		return adapt(t, relAdminGlobals(t, adminPort)+sites)
 	}
 	loadConfig(t, config("v1"))
-	relWaitTLS(t, tlsPort)
+	waitForTLS(t, tlsPort)
 
 	// Reload through the admin endpoint, as `caddy reload` does, while
 	// requests of the first config are in their 102s.

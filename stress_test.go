@@ -121,7 +121,7 @@ func TestMixedStressAllProtocols(t *testing.T) {
 	const concurrency = 120
 	setBehaviour(t, "stress", stressBehaviour)
 	// HTTP/3 requests get at most 4 102s: quic-go's client gives up after 5.
-	port, tlsPort := startCaddy(t, relSites(`
+	port, tlsPort := startCaddy(t, protocolSites(`
 	@h3 protocol http/3
 	processing @h3 {
 		delay 1ms
@@ -139,7 +139,6 @@ func TestMixedStressAllProtocols(t *testing.T) {
 	header X-Site stress
 	test_work stress
 `))
-	relWaitTLS(t, tlsPort)
 
 	clients := stressClients()
 	defer clients.close()
