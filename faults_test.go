@@ -84,18 +84,10 @@ func relAssertNoMoreInterims(t testing.TB, quiet time.Duration) {
 // closes: a 102 after the final response would be there.
 func relExchange(t testing.TB, address, req string) (res *rawResponse, after []byte) {
 	t.Helper()
-	conn, err := net.DialTimeout("tcp", address, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
+	conn, start := sendRaw(t, address, req)
 	defer conn.Close()
-	_ = conn.SetDeadline(time.Now().Add(60 * time.Second))
-	start := time.Now()
-	if _, err := io.WriteString(conn, req); err != nil {
-		t.Fatal(err)
-	}
 	br := bufio.NewReader(conn)
-	res, err = readRawResponse(br, start, strings.HasPrefix(req, "HEAD "))
+	res, err := readRawResponse(br, start, strings.HasPrefix(req, "HEAD "))
 	if err != nil {
 		t.Fatalf("reading response: %v\nread so far:\n%s", err, res.Wire)
 	}
@@ -230,15 +222,8 @@ http://127.0.0.1:{PORT} {
 	// http.ErrAbortHandler asks net/http to cut the response short: the
 	// client sees 102s and then the connection closing, never a made-up
 	// final response.
-	conn, err := net.DialTimeout("tcp", relAddr(port), 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
+	conn, _ := sendRaw(t, relAddr(port), "GET /abort HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
 	defer conn.Close()
-	_ = conn.SetDeadline(time.Now().Add(30 * time.Second))
-	if _, err := io.WriteString(conn, "GET /abort HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"); err != nil {
-		t.Fatal(err)
-	}
 	wire, err := io.ReadAll(conn)
 	if err != nil && !isConnReset(err) {
 		t.Fatalf("reading: %v", err)
@@ -271,15 +256,8 @@ http://127.0.0.1:{PORT} {
 `)
 	// Without a 102 sent, the module leaves the panic alone: net/http logs
 	// it and closes the connection, as it would without the module.
-	conn, err := net.DialTimeout("tcp", relAddr(port), 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
+	conn, _ := sendRaw(t, relAddr(port), "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
 	defer conn.Close()
-	_ = conn.SetDeadline(time.Now().Add(30 * time.Second))
-	if _, err := io.WriteString(conn, "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"); err != nil {
-		t.Fatal(err)
-	}
 	wire, err := io.ReadAll(conn)
 	if (err != nil && !isConnReset(err)) || len(wire) != 0 {
 		t.Fatalf("want the connection closed without a byte, got %q, %v", wire, err)

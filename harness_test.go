@@ -281,16 +281,8 @@ type rawInterim struct {
 // interim responses and the final response as raw bytes.
 func rawRequest(t testing.TB, addr, req string) *rawResponse {
 	t.Helper()
-	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
+	conn, start := sendRaw(t, addr, req)
 	defer conn.Close()
-	_ = conn.SetDeadline(time.Now().Add(60 * time.Second))
-	start := time.Now()
-	if _, err := io.WriteString(conn, req); err != nil {
-		t.Fatal(err)
-	}
 	res, err := readRawResponse(conn, start, strings.HasPrefix(req, "HEAD "))
 	if err != nil {
 		t.Fatalf("reading response: %v\nread so far:\n%s", err, res.Wire)
@@ -298,7 +290,24 @@ func rawRequest(t testing.TB, addr, req string) *rawResponse {
 	return res
 }
 
-// teeConn records what is read from a connection.
+// sendRaw dials addr and writes req, with a generous deadline for the
+// whole exchange; it returns when the request was written.
+func sendRaw(t testing.TB, addr, req string) (net.Conn, time.Time) {
+	t.Helper()
+	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = conn.SetDeadline(time.Now().Add(60 * time.Second))
+	start := time.Now()
+	if _, err := io.WriteString(conn, req); err != nil {
+		conn.Close()
+		t.Fatal(err)
+	}
+	return conn, start
+}
+
+// teeReader records what is read from a connection.
 type teeReader struct {
 	r   io.Reader
 	buf *bytes.Buffer
