@@ -12,6 +12,7 @@ import (
 	"bufio"
 	"context"
 	"io"
+	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
 	"runtime"
@@ -66,12 +67,13 @@ func (w *benchWriter) reset() {
 func (w *benchWriter) Header() http.Header { return w.header }
 
 func (w *benchWriter) WriteHeader(code int) {
-	if w.done.Load() {
+	interim := code >= 100 && code <= 199 && code != http.StatusSwitchingProtocols
+	if interim && w.done.Load() {
 		foreignInterims.Add(1)
 		lateInterims.Add(1)
 		return
 	}
-	if w.earliest > 0 && time.Since(w.start) < w.earliest {
+	if interim && w.earliest > 0 && time.Since(w.start) < w.earliest {
 		foreignInterims.Add(1)
 		return
 	}
@@ -79,7 +81,7 @@ func (w *benchWriter) WriteHeader(code int) {
 		return
 	}
 	w.writeStatus(code)
-	if code >= 100 && code <= 199 && code != http.StatusSwitchingProtocols {
+	if interim {
 		w.interims++
 		if w.interims == 1 && w.onInterim != nil {
 			w.onInterim()
@@ -282,9 +284,12 @@ func BenchmarkPooledWriterReuse(b *testing.B) {
 	const delay = 20 * time.Microsecond
 	h := benchHandler(b, Handler{Interval: caddy.Duration(delay)})
 	next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
-		// Busy-wait about as long as the delay, so that the timer
-		// and the end of the request race.
-		for start := time.Now(); time.Since(start) < delay; {
+		// Work from half to twice the delay, so that the timer
+		// and the end of the request race, either one first.
+		// Yielding lets the timer's goroutine run on a busy machine.
+		work := delay/2 + rand.N(3*delay/2)
+		for start := time.Now(); time.Since(start) < work; {
+			runtime.Gosched()
 		}
 		_, err := io.WriteString(w, "hello")
 		return err
