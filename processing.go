@@ -99,8 +99,6 @@ type interimWriter struct {
 	realHeader http.Header
 	ctx        context.Context
 	start      time.Duration // on the monoNow clock
-	uri        string
-	method     string
 	http2      bool
 	fields     []headerField
 	gate       *gatedBody // nil unless 102s wait for the body (see begin)
@@ -144,8 +142,6 @@ func (w *interimWriter) begin(h *Handler, rw http.ResponseWriter, r *http.Reques
 	w.realHeader = rw.Header()
 	w.ctx = r.Context()
 	w.start = monoNow()
-	w.uri = r.RequestURI
-	w.method = r.Method
 	w.http2 = r.ProtoMajor == 2
 	w.fields = h.fields
 	if h.resolveFields {
@@ -234,8 +230,20 @@ func (w *interimWriter) tick() {
 		return
 	}
 	w.sendInterimLocked(now)
-	w.nextDue = now + w.h.interval
-	w.scheduleLocked(w.h.interval)
+	// The 102s keep to a grid, delay + k × interval from the start (or from
+	// the last 1xx of the next handler's own), so that late ticks on a busy
+	// server do not push every later one back; slots already missed are
+	// skipped rather than sent in a burst.
+	due := w.nextDue
+	if due == 0 {
+		due = w.start + w.h.delay
+	}
+	next := due + w.h.interval
+	if next <= now {
+		next = now + w.h.interval - (now-due)%w.h.interval
+	}
+	w.nextDue = next
+	w.scheduleLocked(next - now)
 }
 
 // sendInterimLocked writes one 102 carrying only the configured fields.
@@ -263,9 +271,12 @@ func (w *interimWriter) sendInterimLocked(now time.Duration) {
 		requestsWithInterim.WithLabelValues(server).Inc()
 	}
 	if c := w.h.logger.Check(zapcore.DebugLevel, "sent 102 Processing"); c != nil {
+		orig, _ := w.ctx.Value(caddyhttp.OriginalRequestCtxKey).(http.Request)
 		c.Write(
-			zap.String("method", w.method),
-			zap.String("uri", w.uri),
+			// Caddy keeps a copy of the request as it arrived in the
+			// context, which, unlike r, no handler changes.
+			zap.String("method", orig.Method),
+			zap.String("uri", orig.RequestURI),
 			zap.Int("count", w.count),
 			zap.Duration("elapsed", now-w.start),
 		)
@@ -506,7 +517,7 @@ func (w *interimWriter) finish(r *http.Request, err error, panicking bool) {
 
 	caddyhttp.SetVar(r.Context(), InterimCountVar, w.count)
 	if c := w.h.logger.Check(zapcore.DebugLevel, "request done"); c != nil {
-		c.Write(zap.String("method", w.method), zap.String("uri", w.uri), zap.Int("interim_count", w.count))
+		c.Write(zap.String("method", r.Method), zap.String("uri", r.RequestURI), zap.Int("interim_count", w.count))
 	}
 	w.reset()
 }
@@ -516,7 +527,7 @@ func (w *interimWriter) finish(r *http.Request, err error, panicking bool) {
 func (w *interimWriter) reset() {
 	clear(w.held)
 	w.h, w.rw, w.realHeader, w.ctx = nil, nil, nil, nil
-	w.start, w.uri, w.method, w.http2 = 0, "", "", false
+	w.start, w.http2 = 0, false
 	w.fields, w.gate = nil, nil
 	w.base, w.phase, w.count, w.interim, w.nextDue = nil, waiting, 0, false, 0
 	w.vacated, w.gated, w.overdue, w.stash = false, false, false, fieldStash{}
