@@ -580,3 +580,38 @@ func TestFieldsSetBeforeTheModuleReachTheFinalResponse(t *testing.T) {
 		})
 	}
 }
+
+// TestTrailersSetThroughAKeptHeaderMap: a handler may keep the map Header
+// returned before the final status and set its trailers on it after the
+// body, as net/http allows. The module moved that map's fields to the real
+// one at the final status, and must move the trailers too.
+func TestTrailersSetThroughAKeptHeaderMap(t *testing.T) {
+	setBehaviour(t, "trailers", func(w http.ResponseWriter, r *http.Request) error {
+		h := w.Header()
+		h.Set("Trailer", "X-Checksum")
+		time.Sleep(200 * time.Millisecond)
+		w.WriteHeader(http.StatusOK)
+		if _, err := io.WriteString(w, "payload"); err != nil {
+			return err
+		}
+		h.Set("X-Checksum", "abc123")
+		return nil
+	})
+	port, _ := startCaddy(t, `
+http://127.0.0.1:{PORT} {
+	processing 50ms
+	test_work trailers
+}
+`)
+	req, _ := http.NewRequest("GET", fmt.Sprintf("http://127.0.0.1:%d/", port), nil)
+	s, err := tracedDo(t, h1Client(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.count(102) < 2 || s.Status != 200 || string(s.Body) != "payload" {
+		t.Fatalf("got %d interims, %d %q", s.count(102), s.Status, s.Body)
+	}
+	if got := s.Trailer.Get("X-Checksum"); got != "abc123" {
+		t.Fatalf("trailer X-Checksum %q, want abc123 (trailers %v)", got, s.Trailer)
+	}
+}
