@@ -41,6 +41,9 @@ const (
 	clClientInterval = 100 * time.Millisecond
 	clClientTimeout  = 1 * time.Second
 	clUpstreamBody   = "slow upstream done\n"
+	clMultistatus    = `<?xml version="1.0" encoding="UTF-8"?>
+<D:multistatus xmlns:D="DAV:"><D:response><D:href>/plain/slow</D:href><D:propstat><D:prop><D:displayname>slow</D:displayname></D:prop><D:status>HTTP/1.1 200 OK</D:status></D:propstat></D:response></D:multistatus>
+`
 )
 
 // clientsSite puts processing, with and without each protection the README
@@ -49,6 +52,44 @@ const (
 const clientsSite = `
 http://127.0.0.1:{PORT}, https://127.0.0.1:{TLSPORT} {
 	root * {ROOT}
+	# Caddy's own count of the 102s each request got, for peers whose
+	# connection to Caddy the relay cannot read (proxies over HTTP/2,
+	# browsers over TLS).
+	log {
+		output file {ACCESSLOG}
+		format json
+	}
+	log_append interim_count {http.vars.processing.interim_count}
+	handle /fast {
+		respond "ok"
+	}
+	handle /none/* {
+		reverse_proxy 127.0.0.1:{UPSTREAM}
+	}
+	handle /tick/* {
+		processing {
+			delay 500ms
+			interval 500ms
+		}
+		reverse_proxy 127.0.0.1:{UPSTREAM}
+	}
+	handle /viamatch/* {
+		# Varnish adds X-Varnish to every request it forwards.
+		@direct not header X-Varnish *
+		processing @direct {
+			delay 100ms
+			interval 100ms
+		}
+		reverse_proxy 127.0.0.1:{UPSTREAM}
+	}
+	handle /max9/* {
+		processing {
+			delay 100ms
+			interval 100ms
+			max 9
+		}
+		reverse_proxy 127.0.0.1:{UPSTREAM}
+	}
 	handle /plain/* {
 		processing {
 			delay 100ms
@@ -140,7 +181,9 @@ func clSite() string {
 
 // ---- the slow upstream -----------------------------------------------------
 
-// clStartSlowUpstream serves clUpstreamBody after clUpstreamDelay on every path.
+// clStartSlowUpstream serves clUpstreamBody after clUpstreamDelay (or the
+// duration in the query's delay) on every path; a PROPFIND gets
+// clMultistatus, a POST its body echoed.
 func clStartSlowUpstream(t testing.TB) int {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -148,13 +191,29 @@ func clStartSlowUpstream(t testing.TB) int {
 		t.Fatal(err)
 	}
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		posted, _ := io.ReadAll(r.Body)
+		delay := clUpstreamDelay
+		if d, err := time.ParseDuration(r.URL.Query().Get("delay")); err == nil {
+			delay = d
+		}
 		select {
-		case <-time.After(clUpstreamDelay):
+		case <-time.After(delay):
 		case <-r.Context().Done():
 			return
 		}
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		_, _ = io.WriteString(w, clUpstreamBody)
+		switch r.Method {
+		case "PROPFIND":
+			w.Header().Set("Content-Type", "application/xml; charset=utf-8")
+			w.WriteHeader(http.StatusMultiStatus)
+			_, _ = io.WriteString(w, clMultistatus)
+		case http.MethodPost:
+			// The browsers' form: the body shows it arrived whole.
+			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+			_, _ = fmt.Fprintf(w, "%sposted %s\n", clUpstreamBody, posted)
+		default:
+			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+			_, _ = io.WriteString(w, clUpstreamBody)
+		}
 	})}
 	done := make(chan struct{})
 	go func() {
@@ -402,6 +461,29 @@ type clEnv struct {
 
 	javaOnce    sync.Once
 	javaClasses string // JavaClient compiled once, or "" to run the source
+
+	accessLog string // Caddy's access log, JSON lines with interim_count
+}
+
+// interimsSent is how many 102s Caddy's access log says the request for
+// uri got, or -1 when no entry for it appeared within ten seconds (Caddy
+// logs a request once its handlers returned).
+func (e *clEnv) interimsSent(uri string) int {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		for _, entry := range readJSONLines(e.t, e.accessLog) {
+			req, _ := entry["request"].(map[string]any)
+			if req["uri"] != uri {
+				continue
+			}
+			n, _ := entry["interim_count"].(float64)
+			return int(n)
+		}
+		if time.Now().After(deadline) {
+			return -1
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 func (e *clEnv) plainURL(path string) string { return "http://" + e.relay.addr() + path }
@@ -685,18 +767,20 @@ func TestClientCompatibility(t *testing.T) {
 	suiteStart := time.Now()
 	upstream := clStartSlowUpstream(t)
 	root := t.TempDir()
-	sites := strings.ReplaceAll(clSite(), "{UPSTREAM}", strconv.Itoa(upstream))
+	accessLog := filepath.Join(t.TempDir(), "access.log")
+	sites := strings.NewReplacer("{UPSTREAM}", strconv.Itoa(upstream), "{ACCESSLOG}", accessLog).Replace(clSite())
 	port, tlsPort := startWebDAVCaddy(t, root, sites)
 	dir, err := filepath.Abs("testdata/clients")
 	if err != nil {
 		t.Fatal(err)
 	}
 	e := &clEnv{
-		relay:   clStartRelay(t, fmt.Sprintf("127.0.0.1:%d", port)),
-		tlsBase: fmt.Sprintf("https://127.0.0.1:%d", tlsPort),
-		root:    root,
-		dir:     dir,
-		work:    t.TempDir(),
+		relay:     clStartRelay(t, fmt.Sprintf("127.0.0.1:%d", port)),
+		tlsBase:   fmt.Sprintf("https://127.0.0.1:%d", tlsPort),
+		root:      root,
+		dir:       dir,
+		work:      t.TempDir(),
+		accessLog: accessLog,
 	}
 	var rows []clRow
 
@@ -785,11 +869,31 @@ func TestClientCompatibility(t *testing.T) {
 		rows = append(rows, rcloneCopy(e))
 	})
 
+	for _, c := range proxyCases() {
+		t.Run("proxy "+c.server.program+" "+c.proto(), func(t *testing.T) {
+			e.t = t
+			rows = append(rows, runProxyCase(t, e, e.relay.target, c))
+		})
+	}
+
+	for _, b := range browserKinds() {
+		for _, h2 := range []bool{false, true} {
+			name := "browser " + b.driver + " HTTP/1.1"
+			if h2 {
+				name = "browser " + b.driver + " HTTP/2"
+			}
+			t.Run(name, func(t *testing.T) {
+				e.t = t
+				rows = append(rows, runBrowserCase(t, e, b, h2))
+			})
+		}
+	}
+
 	table := renderTable(rows, time.Now())
 	path := os.Getenv("CLIENTS_TABLE_FILE")
 	t.Logf("suite took %v\n%s", time.Since(suiteStart).Round(time.Millisecond), table)
 	// A client that was skipped leaves no row; such a table is not written.
-	if want := len(clientCases()) + 2; path != "" && len(rows) != want {
+	if want := len(clientCases()) + 2 + len(proxyCases()) + 2*len(browserKinds()); path != "" && len(rows) != want {
 		t.Errorf("CLIENTS_TABLE_FILE: only %d of %d clients ran; %s left as it was", len(rows), want, path)
 	}
 	if path != "" && !t.Failed() {
@@ -855,11 +959,15 @@ func protectionName(p string) string {
 	case "/max7/":
 		return "`max 7`"
 	case "/uamatch/":
-		return "the README's User-Agent matcher"
+		return "the README's matcher (User-Agent, `X-Via-Nginx`)"
 	case "/optin/":
 		return "`opt_in`"
 	case "/matcher/":
 		return "a method matcher"
+	case "/max9/":
+		return "`max 9`"
+	case "/viamatch/":
+		return "a matcher on the `X-Varnish` field it adds"
 	}
 	return p
 }
