@@ -355,9 +355,9 @@ type prOutcome struct {
 	// Marked: the final response carries the X-Proxy field that each
 	// proxy is configured to add to every response it sends, so the proxy
 	// parsed that response itself rather than passing it on as bytes.
-	Marked bool
-	Elapsed  time.Duration
-	Sent     int // 102s Caddy sent for the request (its access log)
+	Marked  bool
+	Elapsed time.Duration
+	Sent    int // 102s Caddy sent for the request (its access log)
 }
 
 func (o prOutcome) ok() bool {
