@@ -45,13 +45,20 @@ type browserTask struct {
 	Ms            float64
 	Statuses      []string // XHR: event:readyState:status at every event
 	ConsoleErrors []string
-	Timing        *struct {
-		Protocol                  string
-		ResponseStatus            *int
-		FirstInterimResponseStart *float64
-	}
+	// Timing is the request's Resource Timing entry (fetch, XHR,
+	// navigation); Control, fetch's, is that of a fast request.
+	Timing, Control *browserTiming
 
 	wire, sent int // 102s on the browser's connections (HTTP/1.1), and sent by Caddy
+}
+
+// browserTiming is what a page reads in a Resource Timing entry.
+type browserTiming struct {
+	Protocol       string
+	ResponseStatus *int
+	// FirstInterimResponseStart is when the first 1xx arrived, 0 when
+	// none did; the only trace of a 102 that a page can read.
+	FirstInterimResponseStart *float64
 }
 
 // browserWant is the answer each task must end with: the slow upstream's
@@ -153,7 +160,7 @@ func runBrowserCase(t *testing.T, e *clEnv, b browserKind, h2 bool) clRow {
 				task.wire = clCount102(toClient)
 			}
 			task.sent = e.interimsSent("/plain/slow?tag=" + tag + "-" + task.Task)
-			t.Logf("%s: %+v", task.Task, task)
+			t.Logf("%s: %s (%d 102s on the wire, %d sent)", task.Task, sc.Bytes(), task.wire, task.sent)
 			tasks = append(tasks, task)
 		}
 	}
@@ -198,9 +205,17 @@ func runBrowserCase(t *testing.T, e *clEnv, b browserKind, h2 bool) clRow {
 		if k.Timing != nil && k.Timing.ResponseStatus != nil && *k.Timing.ResponseStatus != wantStatus {
 			t.Errorf("%s: Resource Timing's responseStatus %d", k.Task, *k.Timing.ResponseStatus)
 		}
+		if k.Task == "fetch" || k.Task == "xhr" || k.Task == "navigation" {
+			if k.Timing == nil || k.Timing.FirstInterimResponseStart == nil || *k.Timing.FirstInterimResponseStart <= 0 {
+				t.Errorf("%s: want Resource Timing's firstInterimResponseStart set, got %+v", k.Task, k.Timing)
+			}
+		}
+		if k.Task == "fetch" && (k.Control == nil || k.Control.FirstInterimResponseStart == nil || *k.Control.FirstInterimResponseStart != 0) {
+			t.Errorf("fetch of /fast: want firstInterimResponseStart 0, got %+v", k.Control)
+		}
 		sent = append(sent, fmt.Sprintf("%s %d", k.Task, k.sent))
 	}
-	r.Sees102 = fmt.Sprintf("no: never shown to script (%s sent)", strings.Join(sent, ", "))
+	r.Sees102 = fmt.Sprintf("not shown to script: a status is never 102; Resource Timing's `firstInterimResponseStart` is set (fetch, XHR, navigation; 0 without 102s). Sent: %s", strings.Join(sent, ", "))
 	if seen102 {
 		r.Sees102 = "**yes**: XHR showed a 102"
 	}

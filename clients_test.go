@@ -331,11 +331,13 @@ func (r *clRelay) pipe(dst, src net.Conn, rec *bytes.Buffer) {
 func (r *clRelay) take() (toClient [][]byte, toServer []byte) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	// A browser keeps its connections open across requests: the buffers
+	// of open connections stay, emptied.
 	for _, b := range r.toClient {
 		toClient = append(toClient, bytes.Clone(b.Bytes()))
+		b.Reset()
 	}
 	toServer = bytes.Clone(r.toServer.Bytes())
-	r.toClient = nil
 	r.toServer.Reset()
 	return toClient, toServer
 }

@@ -32,7 +32,8 @@ function timingOf(url) {
 }
 
 const tasks = {
-  // fetch() of a slow resource.
+  // fetch() of a slow resource; then of a fast one, whose Resource Timing
+  // entry shows what no interim response looks like.
   async fetch(page, url) {
     return page.evaluate(async (url, timingSrc) => {
       const timingOf = eval(timingSrc);
@@ -40,7 +41,10 @@ const tasks = {
       try {
         const r = await fetch(url);
         const body = await r.text();
-        return { status: r.status, body, ms: performance.now() - t0, timing: timingOf(url) };
+        const ms = performance.now() - t0;
+        const fast = new URL('/fast?' + new URL(url).search.slice(1) + '-control', url).href;
+        await (await fetch(fast)).text();
+        return { status: r.status, body, ms, timing: timingOf(url), control: timingOf(fast) };
       } catch (e) {
         return { error: String(e), ms: performance.now() - t0 };
       }
