@@ -504,6 +504,13 @@ type clientCase struct {
 	get         clGetter
 
 	worksPlain bool // the plain route ends in 200 + body
+	// sees is how the client takes the 102s, the kind that seesKind
+	// gives: "reports" each, "sent" with no way to report them, or takes
+	// the first as its "final" response.
+	sees string
+	// breaks matches how it breaks on the plain route (shortOutcome),
+	// when it does.
+	breaks *regexp.Regexp
 	// timeout: "reset" (completes within its own timeout thanks to the
 	// 102s), "not reset" (times out) or "" (no such setting, not asked).
 	timeout string
@@ -521,50 +528,54 @@ func clientCases() []clientCase {
 		{
 			name: "curl", proto: "HTTP/1.1", programs: []string{"curl"},
 			version: curlVersion,
-			get:     curlGet(false), worksPlain: true, timeout: "not reset",
+			get:     curlGet(false), worksPlain: true, sees: "reports", timeout: "not reset",
 		},
 		{
 			name: "curl", proto: "HTTP/2", programs: []string{"curl"},
 			version: curlVersion,
-			get:     curlGet(true), worksPlain: true, timeout: "not reset",
+			get:     curlGet(true), worksPlain: true, sees: "reports", timeout: "not reset",
 		},
 		{
 			name: "Go net/http", proto: "HTTP/1.1", version: func() string { return runtime.Version() },
-			get: goGet("h1"), worksPlain: true, timeout: "not reset",
+			get: goGet("h1"), worksPlain: true, sees: "reports", timeout: "not reset",
 		},
 		{
 			name: "Go net/http", proto: "HTTP/2", version: func() string { return runtime.Version() },
-			get: goGet("h2"), worksPlain: true, timeout: "not reset",
+			get: goGet("h2"), worksPlain: true, sees: "reports", timeout: "not reset",
 		},
 		{
 			name: "Go quic-go http3", proto: "HTTP/3", version: func() string { return "quic-go " + moduleVersion("github.com/quic-go/quic-go") },
-			get: goGet("h3"), worksPlain: false, protected: []string{"/max/", "/optin/", "/matcher/"},
+			get: goGet("h3"), worksPlain: false, sees: "reports", protected: []string{"/max/", "/optin/", "/matcher/"},
+			breaks: regexp.MustCompile("^error `http3: too many 1xx informational responses`$"),
 		},
 		{
 			name: "Node http", proto: "HTTP/1.1", programs: []string{"node"},
 			version: func() string { return "node " + clVersion("node", "--version") },
-			get:     nodeGet("http"), worksPlain: true, timeout: "reset",
+			get:     nodeGet("http"), worksPlain: true, sees: "reports", timeout: "reset",
 		},
 		{
 			name: "Node fetch (undici)", proto: "HTTP/1.1", programs: []string{"node"},
 			version: func() string { return "node " + clVersion("node", "--version") },
-			get:     nodeGet("fetch"), worksPlain: true, timeout: "reset",
+			get:     nodeGet("fetch"), worksPlain: true, sees: "sent", timeout: "reset",
 		},
 		{
 			name: "Python http.client", proto: "HTTP/1.1", programs: []string{"python3"},
 			version: func() string { return clVersion("python3", "--version") },
-			get:     pythonGet("http.client"), worksPlain: false, protected: []string{"/optin/", "/matcher/"},
+			get:     pythonGet("http.client"), worksPlain: false, sees: "final", protected: []string{"/optin/", "/matcher/"},
+			breaks:      regexp.MustCompile(`^102 with body ""$`),
 			unprotected: []string{"/uamatch/"},
 		},
 		{
 			name: "Python urllib", proto: "HTTP/1.1", programs: []string{"python3"},
 			version: func() string { return clVersion("python3", "--version") },
-			get:     pythonGet("urllib"), worksPlain: false, protected: []string{"/optin/", "/uamatch/"},
+			get:     pythonGet("urllib"), worksPlain: false, sees: "final", protected: []string{"/optin/", "/uamatch/"},
+			breaks: regexp.MustCompile("^error `HTTPError 102"),
 		},
 		{
 			name: "Java HttpClient", proto: "HTTP/1.1", programs: []string{"java", "javac"},
 			version: javaVersion,
-			get:     javaGet, worksPlain: false, timeout: "not reset",
+			get:     javaGet, worksPlain: false, sees: "sent", timeout: "not reset",
+			breaks: regexp.MustCompile("^error `java.net.ProtocolException: Too many interim responses received: 9 > 8`$"),
 			// Before the 9th 102 (at 900 ms) breaks it: a client whose
 			// timeout the 102s restart gets that far, one whose timeout
 			// they do not times out first.
@@ -705,12 +716,16 @@ func scriptGet(e *clEnv, name string, args []string) clOutcome {
 		Status int
 		Body   string
 		Error  string
+		Ms     *float64 // the request's own time, without the program's start
 	}
 	if jerr := json.Unmarshal([]byte(stdout), &res); jerr != nil || err != nil {
 		o.Err = fmt.Sprintf("%s: %v %v: %s%s", name, err, jerr, stdout, stderr)
 		return o
 	}
 	o.Status, o.Body, o.Err = res.Status, res.Body, res.Error
+	if res.Ms != nil {
+		o.Elapsed = time.Duration(*res.Ms * float64(time.Millisecond))
+	}
 	return o
 }
 
@@ -811,6 +826,12 @@ func TestClientCompatibility(t *testing.T) {
 			if plain.Reported > 0 && plain.Wire > 0 && plain.Reported != plain.Wire {
 				t.Errorf("client reported %d 102s, %d were sent", plain.Reported, plain.Wire)
 			}
+			if got := seesKind(plain); got != c.sees {
+				t.Errorf("the 102s: want %q, got %q: %v", c.sees, got, plain)
+			}
+			if !c.worksPlain && (c.breaks == nil || !c.breaks.MatchString(shortOutcome(plain))) {
+				t.Errorf("plain route: want it to break with %v, got %s", c.breaks, shortOutcome(plain))
+			}
 
 			switch c.timeout {
 			case "":
@@ -832,6 +853,12 @@ func TestClientCompatibility(t *testing.T) {
 					t.Errorf("own timeout of %v on a %v request with 102s every %v: want %s, got %s: %v",
 						own, clUpstreamDelay, clClientInterval, c.timeout, got, timed)
 				}
+				// A timeout that 102s do not restart ends the request
+				// before the upstream answers (Java reports the request's
+				// own time, without the JVM's start).
+				if got == "not reset" && timed.Elapsed >= clUpstreamDelay {
+					t.Errorf("own timeout of %v: timed out only after %v", own, timed.Elapsed)
+				}
 			}
 
 			var notes []string
@@ -846,14 +873,23 @@ func TestClientCompatibility(t *testing.T) {
 				if !o.ok() {
 					t.Errorf("protected by %s: want 200 + body, got %v", protectionName(p), o)
 				}
+				// The protection held the 102s to its bound: a route's
+				// max, none for opt_in and the matchers.
+				if n := max(o.Wire, o.Reported); n > routeMax(p) {
+					t.Errorf("protected by %s: %d 102s reached the client, want at most %d", protectionName(p), n, routeMax(p))
+				}
 			}
 			for _, p := range c.unprotected {
 				o := c.get(e, p+"slow", 0)
-				e.relay.take()
+				toClient, _ := e.relay.take()
+				if c.proto == "HTTP/1.1" {
+					o.Wire = clCount102(toClient)
+				}
 				t.Logf("%s: %v", protectionName(p), o)
 				notes = append(notes, fmt.Sprintf("%s does not help: %s", protectionName(p), shortOutcome(o)))
-				if o.ok() {
-					t.Errorf("%s: want it not to help, got %v", protectionName(p), o)
+				// It breaks as on the plain route, the 102s still sent.
+				if o.ok() || shortOutcome(o) != shortOutcome(plain) || o.Wire < 1 {
+					t.Errorf("%s: want it not to help (%s), got %v", protectionName(p), shortOutcome(plain), o)
 				}
 			}
 			r.Notes = strings.Join(notes, "; ")
@@ -903,6 +939,23 @@ func TestClientCompatibility(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+}
+
+// seesKind is the kind of sees102's verdict, which a client case names:
+// "final", "reports", "hides" (reports none of those sent), "sent" (no
+// way to report), or "none" when nothing shows that a 102 was sent.
+func seesKind(o clOutcome) string {
+	switch {
+	case o.Status >= 100 && o.Status < 200 && o.Wire != 0:
+		return "final"
+	case o.Reported >= 3:
+		return "reports"
+	case o.Reported == 0 && o.Wire > 0:
+		return "hides"
+	case o.Reported < 0 && o.Wire >= 3:
+		return "sent"
+	}
+	return "none"
 }
 
 func sees102(o clOutcome) string {
@@ -1212,7 +1265,10 @@ func rcloneCopy(e *clEnv) clRow {
 	case res.err != nil && strings.Contains(res.out, "timeout awaiting response headers"):
 		r.TimeoutReset = fmt.Sprintf("no (%v `--timeout`: `timeout awaiting response headers`)", timeout)
 	case res.err == nil || strings.Contains(res.out, "too many 1xx"):
+		// Its --timeout is Go's ResponseHeaderTimeout, which no 1xx
+		// restarts (the Go net/http rows): this would be news.
 		r.TimeoutReset = fmt.Sprintf("yes (%v `--timeout`: %s)", timeout, outcomeOf(res))
+		t.Errorf("rclone's --timeout %v restarted by 102s: %s", timeout, outcomeOf(res))
 	default:
 		r.TimeoutReset = "unclear: " + outcomeOf(res)
 		t.Errorf("rclone with --timeout %v: %s", timeout, outcomeOf(res))

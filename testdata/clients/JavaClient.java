@@ -1,6 +1,7 @@
 // One GET with java.net.http.HttpClient over HTTP/1.1, for clients_test.go.
 // Usage: java JavaClient.java <url> <timeout-ms, 0 for none>
-// Prints one JSON line: {status, body, error}.
+// Prints one JSON line: {status, body, error, ms}; ms is the time the
+// request took, without the JVM's start.
 import java.net.URI;
 import java.net.http.HttpClient;
 import java.net.http.HttpRequest;
@@ -18,13 +19,14 @@ public class JavaClient {
             req.timeout(Duration.ofMillis(timeoutMs));
         }
         String out;
+        long start = System.nanoTime();
         try {
             HttpResponse<String> res = client.send(req.build(), HttpResponse.BodyHandlers.ofString());
-            out = "{\"status\":" + res.statusCode() + ",\"body\":" + quote(res.body()) + "}";
+            out = "{\"status\":" + res.statusCode() + ",\"body\":" + quote(res.body());
         } catch (Exception e) {
-            out = "{\"status\":0,\"error\":" + quote(e.toString()) + "}";
+            out = "{\"status\":0,\"error\":" + quote(e.toString());
         }
-        System.out.println(out);
+        System.out.println(out + ",\"ms\":" + (System.nanoTime() - start) / 1000000 + "}");
         System.exit(0);
     }
 
