@@ -3,9 +3,10 @@ package processing
 // The client compatibility suite: real client programs against a Caddy
 // with processing in front of a slow upstream, recording for each whether
 // it saw the 102s, whether it got the right final response and body, and
-// whether a 102 restarted its own timeout. The table it prints is the one
-// in the README; set CLIENTS_TABLE_FILE to a Markdown file holding the
-// clients-table markers to rewrite the table there.
+// whether a 102 restarted its own timeout; then the proxies in front of
+// that Caddy (proxies_test.go) and the browsers (browsers_test.go). The
+// table it prints is the one in docs/clients.md; set CLIENTS_TABLE_FILE to
+// a Markdown file holding the clients-table markers to rewrite it there.
 
 import (
 	"bytes"
@@ -382,9 +383,9 @@ func clNeedPrograms(t *testing.T, names ...string) {
 	for _, name := range names {
 		if _, err := exec.LookPath(name); err != nil {
 			if os.Getenv("CI") == "true" {
-				t.Fatalf("%s is not installed (CI runs .ci/install-clients.sh): %v", name, err)
+				t.Fatalf("%s is not installed (CI runs .ci/install-*.sh): %v", name, err)
 			}
-			t.Skipf("%s is not installed; see the README (client compatibility suite)", name)
+			t.Skipf("%s is not installed; see docs/clients.md (running the suite)", name)
 		}
 	}
 }
@@ -1318,8 +1319,10 @@ func clSameFile(t testing.TB, a, b string) bool {
 func renderTable(rows []clRow, now time.Time) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "Generated %s by `TestClientCompatibility` on %s/%s: upstream answers after %v, "+
-		"processing `delay`/`interval` %v (WebDAV routes: 100ms for cadaver, 20ms for rclone), client timeouts %v.\n\n",
-		now.UTC().Format("2006-01-02"), runtime.GOOS, runtime.GOARCH, clUpstreamDelay, clClientInterval, clClientTimeout)
+		"processing `delay`/`interval` %v (WebDAV routes: 100ms for cadaver, 20ms for rclone), client timeouts %v; "+
+		"proxies' timeout runs: %v of work, a 102 every %v, proxy timeout %v.\n\n",
+		now.UTC().Format("2006-01-02"), runtime.GOOS, runtime.GOARCH, clUpstreamDelay, clClientInterval, clClientTimeout,
+		prTimeoutWork, prTickInterval, prShortTimeout)
 	b.WriteString("| Client | Version | Protocol | Sees the 102s | Final response | A 102 resets its timeout | Protection |\n")
 	b.WriteString("|---|---|---|---|---|---|---|\n")
 	for _, r := range rows {

@@ -349,6 +349,7 @@ func prTail(s string, n int) string {
 type prOutcome struct {
 	Interims int    // 102s that reached the client
 	Status   int    // final status; 0 when none came
+	Reason   string // its reason phrase
 	Body     string // its body
 	Err      string // how reading ended early
 	Wire     string // every byte the client read
@@ -387,11 +388,17 @@ func prGet(addr, path string) prOutcome {
 	}
 	o.Status, o.Body = res.Status, string(res.Body)
 	o.Marked = res.Header.Get("X-Proxy") != ""
+	if m := prFinalStatus.FindAllStringSubmatch(o.Wire, -1); m != nil {
+		o.Reason = m[len(m)-1][1]
+	}
 	if err != nil {
 		o.Err = err.Error()
 	}
 	return o
 }
+
+// prFinalStatus finds final status lines and their reason phrase.
+var prFinalStatus = regexp.MustCompile(`HTTP/1\.[01] ([2-5][0-9]{2} [^\r\n]*)\r\n`)
 
 // prGetH2 makes one GET through the proxy on addr over HTTP/2 with prior
 // knowledge, with Go's client.
@@ -410,6 +417,7 @@ func prGetH2(t testing.TB, addr, path string) prOutcome {
 		return o
 	}
 	o.Status, o.Body, o.Marked = s.Status, string(s.Body), s.Header.Get("X-Proxy") != ""
+	o.Reason = fmt.Sprintf("%d %s", s.Status, http.StatusText(s.Status))
 	return o
 }
 
@@ -432,7 +440,7 @@ func (o prOutcome) reaches() string {
 	case o.Status == 0 && o.Interims > 0 && o.Body == "":
 		return fmt.Sprintf("the 102 as the final response: %d 102, then the connection closed without a final response (%s sent)", o.Interims, sent)
 	case o.Status >= 500:
-		return fmt.Sprintf("an error after %d 102s: %d %s", o.Interims, o.Status, clTruncate(o.Body, 40))
+		return fmt.Sprintf("an error after %d 102s: `%s`", o.Interims, o.Reason)
 	case o.Status == 0:
 		return fmt.Sprintf("a cut: %d 102s, then `%s`", o.Interims, clTruncate(o.Err, 40))
 	}
@@ -557,12 +565,18 @@ func runProxyCase(t *testing.T, e *clEnv, caddyAddr string, c proxyCase) clRow {
 	tick := get(short, "/tick/")
 	setting := fmt.Sprintf("`%s` %v", c.server.timeoutSetting, prShortTimeout)
 	switch {
+	case tick.ok() && !tick.Marked:
+		r.TimeoutReset = fmt.Sprintf("yes, but only as bytes of the 102 response's body (%s, %v of work, a 102 every %v: %s; without 102s: %s)",
+			setting, prTimeoutWork, prTickInterval, prShort(tick), prShort(none))
 	case tick.ok():
-		r.TimeoutReset = fmt.Sprintf("yes (%s, a 102 every %v: %s; without 102s: %s)", setting, prTickInterval, prShort(tick), prShort(none))
+		r.TimeoutReset = fmt.Sprintf("yes (%s, %v of work, a 102 every %v: %s; without 102s: %s)",
+			setting, prTimeoutWork, prTickInterval, prShort(tick), prShort(none))
 	case works:
-		r.TimeoutReset = fmt.Sprintf("**no** (%s: %s, as without 102s): raise `%s`", setting, prShort(tick), c.server.timeoutSetting)
+		r.TimeoutReset = fmt.Sprintf("**no** (%s, %v of work, a 102 every %v: %s; without 102s: %s): raise `%s` above the longest request",
+			setting, prTimeoutWork, prTickInterval, prShort(tick), prShort(none), c.server.timeoutSetting)
 	default:
-		r.TimeoutReset = fmt.Sprintf("n/a, it breaks on 102s (%s: %s; without 102s: %s): raise `%s`", setting, prShort(tick), prShort(none), c.server.timeoutSetting)
+		r.TimeoutReset = fmt.Sprintf("n/a: it breaks on a 102 (%s: %s; without 102s: %s): raise `%s` above the longest request",
+			setting, prShort(tick), prShort(none), c.server.timeoutSetting)
 	}
 	if tick.ok() != c.keepsAlive {
 		t.Errorf("%s with a 102 every %v on a %v request: want survived=%v, got %v",
@@ -606,7 +620,7 @@ func prShort(o prOutcome) string {
 	case o.ok():
 		return fmt.Sprintf("200 + body in %v", o.Elapsed.Round(100*time.Millisecond))
 	case o.Status >= 200:
-		return fmt.Sprintf("%d %s after %v", o.Status, clTruncate(o.Body, 40), o.Elapsed.Round(100*time.Millisecond))
+		return fmt.Sprintf("`%s` after %v", o.Reason, o.Elapsed.Round(100*time.Millisecond))
 	case o.Status == 0 && o.Interims > 0:
 		return fmt.Sprintf("%d 102, then the connection closed, after %v", o.Interims, o.Elapsed.Round(100*time.Millisecond))
 	}
