@@ -498,18 +498,18 @@ func proxyCases() []proxyCase {
 func runProxyCase(t *testing.T, e *clEnv, caddyAddr string, c proxyCase) clRow {
 	path := prNeedProxy(t, c.server.program)
 	r := clRow{Client: c.server.name + " in front", Version: c.server.version(), Proto: c.proto() + " to Caddy"}
-	var h2Addr string
-	start := func(timeout time.Duration) string {
+	// start returns the proxy's address, and that of its HTTP/2
+	// listener prefixed with "h2:" for get.
+	start := func(timeout time.Duration) (addr, h2Addr string) {
 		dir := prWorkDir(t)
 		listen, h2Listen := freePort(t), freePort(t)
-		h2Addr = fmt.Sprintf("127.0.0.1:%d", h2Listen)
 		prStart(t, path, dir, listen, c.server.config(dir, listen, h2Listen, caddyAddr, c.h2, timeout))
 		t.Cleanup(func() {
 			if t.Failed() {
 				t.Logf("%s with a %v timeout:\n%s", c.server.program, timeout, prLogs(dir))
 			}
 		})
-		return fmt.Sprintf("127.0.0.1:%d", listen)
+		return fmt.Sprintf("127.0.0.1:%d", listen), fmt.Sprintf("h2:127.0.0.1:%d", h2Listen)
 	}
 	get := func(addr, route string) prOutcome {
 		uri := fmt.Sprintf("%sslow?n=%d", route, prRequests.Add(1))
@@ -529,7 +529,7 @@ func runProxyCase(t *testing.T, e *clEnv, caddyAddr string, c proxyCase) clRow {
 		return o
 	}
 
-	long := start(prLongTimeout)
+	long, longH2 := start(prLongTimeout)
 	plain := get(long, "/plain/")
 	r.Sees102 = plain.reaches()
 	r.Final = finalCellOf(plain.ok(), prShort(plain))
@@ -540,7 +540,7 @@ func runProxyCase(t *testing.T, e *clEnv, caddyAddr string, c proxyCase) clRow {
 	if plain.ok() && !plain.Marked {
 		// The right bytes, but not as the proxy's response: an HTTP/2
 		// client of the proxy shows what that means.
-		h2 := get("h2:"+h2Addr, "/plain/")
+		h2 := get(longH2, "/plain/")
 		r.Final = fmt.Sprintf("**breaks**: an HTTP/1.1 client gets the bytes of Caddy's 200 + body, but inside the 102 response: without the proxy's own fields, and the proxy logs 102; a client over HTTP/2 gets %s", prShort(h2))
 		if !c.server.clientH2 || h2.ok() {
 			t.Errorf("over HTTP/2 to the proxy: want it to break, got %v", h2)
@@ -556,7 +556,7 @@ func runProxyCase(t *testing.T, e *clEnv, caddyAddr string, c proxyCase) clRow {
 	// The timeout runs: with no 102s the short timeout must fire (else
 	// the run shows nothing), with a 102 every prTickInterval it fires
 	// only if the 102s do not restart it.
-	short := start(prShortTimeout)
+	short, _ := start(prShortTimeout)
 	none := get(short, "/none/")
 	if none.ok() {
 		t.Errorf("no 102s, %v %s, %v of work: want the timeout to end the request, got %v",
