@@ -854,12 +854,6 @@ func TestClientCompatibility(t *testing.T) {
 					t.Errorf("own timeout of %v on a %v request with 102s every %v: want %s, got %s: %v",
 						own, clUpstreamDelay, clClientInterval, c.timeout, got, timed)
 				}
-				// A timeout that 102s do not restart ends the request
-				// before the upstream answers (Java reports the request's
-				// own time, without the JVM's start).
-				if got == "not reset" && timed.Elapsed >= clUpstreamDelay {
-					t.Errorf("own timeout of %v: timed out only after %v", own, timed.Elapsed)
-				}
 			}
 
 			var notes []string
