@@ -7,33 +7,14 @@
 # everything present it does nothing, not even apt-get update.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source .ci/apt.sh
 
-# program -> Debian package
-declare -A packages=(
-	[chromium]=chromium
-	[firefox-esr]=firefox-esr
-	[node]=nodejs
-	[npm]=npm
-)
-
-missing=()
-for cmd in "${!packages[@]}"; do
-	if ! command -v "$cmd" >/dev/null 2>&1; then
-		missing+=("${packages[$cmd]}")
-	fi
-done
-if [ ${#missing[@]} -eq 0 ]; then
+apt_missing chromium=chromium firefox-esr=firefox-esr node=nodejs npm=npm
+if [ ${#APT_MISSING[@]} -eq 0 ]; then
 	echo "browsers: all present"
 else
-	mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
-	echo "browsers: installing ${missing[*]}"
-	sudo=()
-	if [ "$(id -u)" -ne 0 ]; then
-		sudo=(sudo)
-	fi
-	export DEBIAN_FRONTEND=noninteractive
-	"${sudo[@]}" apt-get update -q
-	"${sudo[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}" </dev/null
+	echo "browsers: installing ${APT_MISSING[*]}"
+	apt_install "${APT_MISSING[@]}"
 fi
 
 # npm ci again only when the lock file changed since the last install.

@@ -7,52 +7,28 @@
 # with a policy-rc.d, and stopped if they run anyway. Idempotent: with
 # everything present it does nothing, not even apt-get update.
 set -euo pipefail
+source "$(dirname "$0")/apt.sh"
 
-# program -> Debian package
-declare -A packages=(
-	[nginx]=nginx-light
-	[apache2]=apache2
-	[haproxy]=haproxy
-	[varnishd]=varnish
-	[squid]=squid
-)
-
-missing=()
-for cmd in "${!packages[@]}"; do
-	if ! PATH="$PATH:/usr/sbin:/sbin" command -v "$cmd" >/dev/null 2>&1; then
-		missing+=("${packages[$cmd]}")
-	fi
-done
-if [ ${#missing[@]} -eq 0 ]; then
+apt_missing nginx=nginx-light apache2=apache2 haproxy=haproxy varnishd=varnish squid=squid
+if [ ${#APT_MISSING[@]} -eq 0 ]; then
 	echo "proxies: all present"
 	exit 0
 fi
-mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
-echo "proxies: installing ${missing[*]}"
+echo "proxies: installing ${APT_MISSING[*]}"
 
 sudo=()
 if [ "$(id -u)" -ne 0 ]; then
 	sudo=(sudo)
 fi
 # Exit status 101 of policy-rc.d tells invoke-rc.d not to start services.
-# An existing policy is left alone and restored.
+# An existing policy is left alone.
 policy=/usr/sbin/policy-rc.d
-own_policy=false
 if [ ! -e "$policy" ]; then
 	printf '#!/bin/sh\nexit 101\n' | "${sudo[@]}" tee "$policy" >/dev/null
 	"${sudo[@]}" chmod 755 "$policy"
-	own_policy=true
+	trap '"${sudo[@]}" rm -f "$policy"' EXIT
 fi
-cleanup() {
-	if $own_policy; then
-		"${sudo[@]}" rm -f "$policy"
-	fi
-}
-trap cleanup EXIT
-
-export DEBIAN_FRONTEND=noninteractive
-"${sudo[@]}" apt-get update -q
-"${sudo[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}" </dev/null
+apt_install "${APT_MISSING[@]}"
 
 # Where a service manager ignored the policy, stop what it started and
 # keep it from starting at boot.
