@@ -3,6 +3,7 @@ package processing
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -11,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -25,15 +27,28 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	// RFC 9110 §15.2: a server must not send a 1xx to an HTTP/1.0 client,
 	// and Go's server would send one anyway.
 	if !r.ProtoAtLeast(1, 1) {
+		caddyhttp.SetVar(r.Context(), InterimCountVar, &noInterims)
 		return next.ServeHTTP(w, r)
 	}
 	prefer := prefersProcessing(r.Header["Prefer"])
 	if h.OptIn && !prefer {
+		caddyhttp.SetVar(r.Context(), InterimCountVar, &noInterims)
 		return next.ServeHTTP(w, r)
 	}
 
-	iw := writerPool.Get().(*interimWriter)
+	// The writer is made for this request and never reused: next may hand
+	// it, or the body wrapper that points to it, to goroutines that
+	// outlive this call (Go's Transport reads and closes request bodies
+	// after RoundTrip returned; a handler's goroutine may keep the writer).
+	// Once stop has run, every such late call finds the writer done and
+	// touches nothing.
+	iw := new(interimWriter)
 	iw.begin(h, w, r, prefer)
+	// Caddy's variable table is read by other goroutines while next runs
+	// (reverse_proxy's transport dials on its own goroutine and reads it,
+	// also after a cancelled RoundTrip returned), so the module writes it
+	// only here, before next starts; the value reports the live count.
+	caddyhttp.SetVar(r.Context(), InterimCountVar, &iw.count)
 	returned := false
 	defer func() {
 		iw.stop()
@@ -54,7 +69,6 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 			}
 		}
 		iw.finish(r, err, !returned)
-		writerPool.Put(iw)
 	}()
 	err = next.ServeHTTP(iw, r)
 	returned = true
@@ -72,20 +86,9 @@ const (
 	final
 	// done: ServeHTTP is returning; nothing but the request's own goroutine
 	// may touch the response again (HTTP/2 panics on a late WriteHeader).
+	// A writer never leaves done: it is not reused.
 	done
 )
-
-// writerPool recycles interimWriters with their timer and header map, so
-// that a request that finishes before its first 102 allocates nothing here.
-// A writer goes back into the pool only after stop has stopped its timer and
-// waited out any running tick, so a late tick can never reach the response
-// of the request that uses the writer next.
-var writerPool = sync.Pool{New: func() any {
-	w := new(interimWriter)
-	w.timer = time.AfterFunc(time.Hour, w.tick)
-	w.timer.Stop()
-	return w
-}}
 
 // interimWriter is the ResponseWriter the next handler sees. It keeps the
 // next handler's header fields in a map of its own until the final status,
@@ -101,11 +104,22 @@ type interimWriter struct {
 	start      time.Duration // on the monoNow clock
 	http2      bool
 	fields     []headerField
-	gate       *gatedBody // nil unless 102s wait for the body (see begin)
-	timer      *time.Timer
+	gate       *gatedBody  // nil unless 102s wait for the body (see begin)
+	timer      *time.Timer // made by the first scheduleLocked
 	// inflight counts runs of tick that are scheduled or running, so that
 	// stop can wait until none can touch the response.
 	inflight sync.WaitGroup
+	// ended is set by stop, when next has returned or panicked. A method
+	// called after that, from a goroutine that kept the writer, touches
+	// nothing (see the methods). A call that races with the return itself
+	// breaks http.Handler's contract (a ResponseWriter may not be used once
+	// ServeHTTP returned) and is a data race in the caller; the module
+	// serialises only what it writes itself and the 1xx of other
+	// goroutines (forwardInterim), under mu.
+	ended atomic.Bool
+	// count is how many 102s this module sent, the value of the request
+	// variable InterimCountVar. Written under mu, read from anywhere.
+	count interimCount
 
 	// mu serialises everything written to rw before the final status: the
 	// ticks, 1xx from the next handler and the commit of the final status.
@@ -119,7 +133,6 @@ type interimWriter struct {
 	// with code="102").
 	base    http.ResponseWriter
 	phase   phase
-	count   int           // 102s sent by this module
 	interim bool          // some 1xx (ours or the next handler's) was written
 	nextDue time.Duration // on the monoNow clock: a tick before this is stale; 0 for the first
 	vacated bool          // realHeader's fields were moved into held or stash
@@ -195,18 +208,20 @@ func (w *interimWriter) begin(h *Handler, rw http.ResponseWriter, r *http.Reques
 // count is then dropped; otherwise the new run comes on top of any that
 // is already running.
 func (w *interimWriter) scheduleLocked(d time.Duration) {
-	if w.h.Max > 0 && w.count >= w.h.Max {
+	if w.h.Max > 0 && w.count.load() >= w.h.Max {
 		return
 	}
 	w.inflight.Add(1)
-	if w.timer.Reset(d) {
+	if w.timer == nil {
+		w.timer = time.AfterFunc(d, w.tick)
+	} else if w.timer.Reset(d) {
 		w.inflight.Done()
 	}
 }
 
 // stopTimer cancels a scheduled tick. It does not wait for a running one.
 func (w *interimWriter) stopTimer() {
-	if w.timer.Stop() {
+	if w.timer != nil && w.timer.Stop() {
 		w.inflight.Done()
 	}
 }
@@ -248,14 +263,16 @@ func (w *interimWriter) tick() {
 
 // sendInterimLocked writes one 102 carrying only the configured fields.
 func (w *interimWriter) sendInterimLocked(now time.Duration) {
-	if w.h.Max > 0 && w.count >= w.h.Max {
+	count := w.count.load()
+	if w.h.Max > 0 && count >= w.h.Max {
 		return
 	}
 	w.vacateLocked()
-	w.count++
+	count++
+	w.count.n.Store(int64(count))
 	for _, f := range w.fields {
 		if f.perInterim {
-			w.realHeader[f.name] = fillInterimPlaceholders(f.values, w.count, now-w.start)
+			w.realHeader[f.name] = fillInterimPlaceholders(f.values, count, now-w.start)
 		} else {
 			w.realHeader[f.name] = f.values
 		}
@@ -267,7 +284,7 @@ func (w *interimWriter) sendInterimLocked(now time.Duration) {
 
 	server := serverName(w.ctx)
 	interimsSent.WithLabelValues(server).Inc()
-	if w.count == 1 {
+	if count == 1 {
 		requestsWithInterim.WithLabelValues(server).Inc()
 	}
 	if c := w.h.logger.Check(zapcore.DebugLevel, "sent 102 Processing"); c != nil {
@@ -277,7 +294,7 @@ func (w *interimWriter) sendInterimLocked(now time.Duration) {
 			// context, which, unlike r, no handler changes.
 			zap.String("method", orig.Method),
 			zap.String("uri", orig.RequestURI),
-			zap.Int("count", w.count),
+			zap.Int("count", count),
 			zap.Duration("elapsed", now-w.start),
 		)
 	}
@@ -343,8 +360,14 @@ func (w *interimWriter) restoreLocked() {
 	moveHeader(w.realHeader, w.held)
 }
 
-// Header returns the map the next handler writes its fields into.
+// Header returns the map the next handler writes its fields into. Once the
+// handler has returned, a goroutine that kept the writer gets a map of its
+// own: the real one is net/http's again (it reads trailers from it), and
+// another response's after the connection moved on.
 func (w *interimWriter) Header() http.Header {
+	if w.ended.Load() {
+		return http.Header{}
+	}
 	if w.committed {
 		return w.realHeader
 	}
@@ -362,8 +385,13 @@ func (w *interimWriter) Header() http.Header {
 	return w.held
 }
 
-// WriteHeader passes a 1xx through and commits any other status.
+// WriteHeader passes a 1xx through and commits any other status. After the
+// handler returned it does nothing: net/http's HTTP/2 server panics on a late
+// WriteHeader, and its HTTP/1.1 writer may serve another request by then.
 func (w *interimWriter) WriteHeader(code int) {
+	if w.ended.Load() {
+		return
+	}
 	if w.committed {
 		w.rw.WriteHeader(code) // Go logs the superfluous call
 		return
@@ -413,6 +441,9 @@ func (w *interimWriter) commit(code int) {
 // Write commits an implicit 200 explicitly, so that Caddy's access log and
 // metrics, which saw the 102s go by, record the real final status.
 func (w *interimWriter) Write(p []byte) (int, error) {
+	if w.ended.Load() {
+		return 0, errHandlerReturned
+	}
 	if !w.committed {
 		w.commit(http.StatusOK)
 	}
@@ -421,6 +452,9 @@ func (w *interimWriter) Write(p []byte) (int, error) {
 
 // ReadFrom keeps file_server's sendfile path.
 func (w *interimWriter) ReadFrom(src io.Reader) (int64, error) {
+	if w.ended.Load() {
+		return 0, errHandlerReturned
+	}
 	if !w.committed {
 		w.commit(http.StatusOK)
 	}
@@ -432,6 +466,9 @@ func (w *interimWriter) ReadFrom(src io.Reader) (int64, error) {
 
 // FlushError is what http.ResponseController.Flush calls.
 func (w *interimWriter) FlushError() error {
+	if w.ended.Load() {
+		return errHandlerReturned
+	}
 	if !w.committed {
 		w.commit(http.StatusOK)
 	}
@@ -446,6 +483,9 @@ func (w *interimWriter) Flush() {
 // Hijack ends the 102s once the connection is taken. The lock is held
 // across the hijack so that no tick writes to the connection meanwhile.
 func (w *interimWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	if w.ended.Load() {
+		return nil, nil, errHandlerReturned
+	}
 	w.mu.Lock()
 	conn, brw, err := http.NewResponseController(w.rw).Hijack()
 	if err == nil {
@@ -463,6 +503,9 @@ func (w *interimWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 
 // Push implements http.Pusher when the underlying writer does.
 func (w *interimWriter) Push(target string, opts *http.PushOptions) error {
+	if w.ended.Load() {
+		return errHandlerReturned
+	}
 	if p, ok := w.rw.(http.Pusher); ok {
 		return p.Push(target, opts)
 	}
@@ -470,27 +513,57 @@ func (w *interimWriter) Push(target string, opts *http.PushOptions) error {
 }
 
 // Unwrap lets http.ResponseController reach the connection's deadlines and
-// full-duplex setting.
+// full-duplex setting. After the handler returned it leads nowhere, for the
+// same reason as WriteHeader.
 func (w *interimWriter) Unwrap() http.ResponseWriter {
+	if w.ended.Load() {
+		return endedWriter{}
+	}
 	return w.rw
 }
+
+// errHandlerReturned answers a write through the writer after the handler
+// returned.
+var errHandlerReturned = errors.New("processing: response used after its handler returned")
+
+// endedWriter is what Unwrap gives once the handler returned: a writer that
+// reaches no connection.
+type endedWriter struct{}
+
+func (endedWriter) Header() http.Header       { return http.Header{} }
+func (endedWriter) Write([]byte) (int, error) { return 0, errHandlerReturned }
+func (endedWriter) WriteHeader(int)           {}
 
 // stop runs when next returns or panics. After it, no tick is scheduled or
 // running, and only the request's goroutine touches the writer.
 func (w *interimWriter) stop() {
+	w.ended.Store(true)
 	// After the final status no tick writes or re-arms, and commit has
-	// stopped the timer: only a tick already running can remain.
+	// stopped the timer: only a tick already running can remain. Under mu,
+	// done also turns away a late 1xx from another goroutine and a late
+	// first read of the request body (openGate).
+	w.mu.Lock()
+	w.phase = done
+	w.mu.Unlock()
 	if !w.committed {
-		w.mu.Lock()
-		w.phase = done
-		w.mu.Unlock()
 		w.stopTimer()
 	}
 	w.inflight.Wait()
 }
 
-// finish settles the response headers, records the count and makes the
-// writer clean for the pool.
+// finish settles the response headers and logs the count. It runs on the
+// request's goroutine after next returned, and writes nothing that another
+// goroutine may read without synchronisation:
+//   - Caddy's variable table: the count was put there before next ran, as a
+//     value that reads the live count (see ServeHTTP).
+//   - r.Body: left as it is. The body wrapper may still be read by a
+//     transport after RoundTrip returned; on a writer that is done its
+//     first read only passes through (openGate).
+//   - The real header map and rw: only net/http's goroutine for this
+//     request and the next handler's own touch them. The next handler has
+//     returned; reverse_proxy stops forwarding 1xx from its transport's
+//     goroutine once RoundTrip returned (roundTripDone, under its mutex),
+//     and any other late 1xx is turned away by done, under mu.
 func (w *interimWriter) finish(r *http.Request, err error, panicking bool) {
 	switch {
 	case !w.committed:
@@ -511,28 +584,35 @@ func (w *interimWriter) finish(r *http.Request, err error, panicking bool) {
 		// when the handler returns.
 		moveHeader(w.realHeader, w.held)
 	}
-	if w.gate != nil {
-		r.Body = w.gate.ReadCloser
-	}
-
-	caddyhttp.SetVar(r.Context(), InterimCountVar, w.count)
 	if c := w.h.logger.Check(zapcore.DebugLevel, "request done"); c != nil {
-		c.Write(zap.String("method", r.Method), zap.String("uri", r.RequestURI), zap.Int("interim_count", w.count))
+		c.Write(zap.String("method", r.Method), zap.String("uri", r.RequestURI), zap.Int("interim_count", w.count.load()))
 	}
-	w.reset()
 }
 
-// reset clears every per-request field, keeping the timer and the
-// (emptied) header map for the next request.
-func (w *interimWriter) reset() {
-	clear(w.held)
-	w.h, w.rw, w.realHeader, w.ctx = nil, nil, nil, nil
-	w.start, w.http2 = 0, false
-	w.fields, w.gate = nil, nil
-	w.base, w.phase, w.count, w.interim, w.nextDue = nil, waiting, 0, false, 0
-	w.vacated, w.gated, w.overdue, w.stash = false, false, false, fieldStash{}
-	w.handedOut, w.committed, w.hijacked = false, false, false
+// interimCount is the value of the request variable InterimCountVar: the
+// number of 102s sent so far, readable from any goroutine. It prints as its
+// digits (the placeholder {http.vars.processing.interim_count}, through the
+// fmt fallback of caddy.ToString) and marshals as a JSON number (log_append
+// logs it with zap.Any, which reflects it). It is not a fmt.Stringer on
+// purpose: zap.Any logs a Stringer as a JSON string.
+type interimCount struct{ n atomic.Int64 }
+
+func (c *interimCount) load() int { return int(c.n.Load()) }
+
+// Format implements fmt.Formatter.
+func (c *interimCount) Format(f fmt.State, _ rune) {
+	var buf [20]byte
+	_, _ = f.Write(strconv.AppendInt(buf[:0], c.n.Load(), 10))
 }
+
+// MarshalJSON implements json.Marshaler.
+func (c *interimCount) MarshalJSON() ([]byte, error) {
+	return strconv.AppendInt(nil, c.n.Load(), 10), nil
+}
+
+// noInterims is the variable's value for a request the module leaves alone
+// (HTTP/1.0, or opt_in without Prefer): a count that stays 0.
+var noInterims interimCount
 
 // gatedBody opens the 102 gate on the first read of the request body (see
 // begin): before it, with the module's own 100 Continue (HTTP/1.1), or
