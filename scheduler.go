@@ -56,26 +56,22 @@ func (monoClock) now() time.Duration { return time.Since(monoBase) }
 
 func (monoClock) afterFunc(d time.Duration, f func()) clockTimer { return time.AfterFunc(d, f) }
 
-// dueTarget is what an entry belongs to: the wheel calls due on its own
-// goroutine, one per entry, with the generation the entry was scheduled
-// with.
-type dueTarget interface {
-	due(gen uint64)
-}
-
 // wheelEntry is one scheduled fire; a request embeds one and reuses it for
 // each of its 102s.
 type wheelEntry struct {
 	// Guarded by the wheel's mu.
 	prev, next *wheelEntry
 	tick       int64 // the tick it is due at
-	gen        uint64
+	gen        uint32
 	where      entryWhere
 	// waiter, if not nil, is closed when a dispatched fire has returned
 	// (see cancel).
 	waiter chan struct{}
 
-	target dueTarget // set once, before the first schedule
+	// owner is the request the entry belongs to, set once before the
+	// first schedule; the wheel calls its due on a goroutine of its own,
+	// with the generation the entry was scheduled with.
+	owner *interimWriter
 }
 
 // entryWhere is where an entry stands on the wheel.
@@ -98,9 +94,9 @@ type wheel struct {
 	n       int                    // entries listed
 	timer   clockTimer             // made at the first start
 	running bool                   // a tick is armed; cleared by a tick that finds no entry
-	// dispatch starts the fire of a due entry; go e.target.due(gen) in
-	// production, replaceable in tests.
-	dispatch func(e *wheelEntry, gen uint64)
+	// dispatch starts the fire of a due entry; goFire in production,
+	// replaced in the wheel's tests.
+	dispatch func(e *wheelEntry, gen uint32)
 }
 
 func newWheel(c clock) *wheel {
@@ -115,7 +111,7 @@ func newWheel(c clock) *wheel {
 // schedule puts e on the wheel to fire at time at (on the wheel's clock),
 // replacing any earlier schedule of e, and returns the generation its fire
 // will carry. A time already passed fires at the next tick.
-func (w *wheel) schedule(e *wheelEntry, at time.Duration) uint64 {
+func (w *wheel) schedule(e *wheelEntry, at time.Duration) uint32 {
 	tick := int64((at + wheelTick - 1) / wheelTick)
 	w.mu.Lock()
 	if e.prev != nil {
@@ -206,7 +202,7 @@ func (w *wheel) unlinkLocked(e *wheelEntry) {
 // busy), dispatches what is due, and re-arms for the next tick boundary.
 func (w *wheel) advance() {
 	var due []*wheelEntry
-	var gens []uint64
+	var gens []uint32
 	w.mu.Lock()
 	now := w.clock.now()
 	target := int64(now / wheelTick)
@@ -245,9 +241,9 @@ func (w *wheel) advance() {
 // may be stuck behind a large download) holds back no other request, and
 // so that 102s of one HTTP/2 connection that fall due together are queued
 // together and share x/net's flush.
-func (w *wheel) goFire(e *wheelEntry, gen uint64) {
+func (w *wheel) goFire(e *wheelEntry, gen uint32) {
 	go func() {
-		e.target.due(gen)
+		e.owner.due(gen)
 		w.fired(e)
 	}()
 }
