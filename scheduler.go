@@ -2,6 +2,7 @@ package processing
 
 import (
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -94,9 +95,11 @@ type wheel struct {
 	n       int                    // entries listed
 	timer   clockTimer             // made at the first start
 	running bool                   // a tick is armed; cleared by a tick that finds no entry
-	// dispatch starts the fire of a due entry; goFire in production,
-	// replaced in the wheel's tests.
-	dispatch func(e *wheelEntry, gen uint32)
+	// dispatch starts the fires of the entries due in one tick, each with
+	// the generation it was scheduled with; fireAll in production,
+	// replaced in the wheel's tests. It must call fired for each entry
+	// once its fire returned.
+	dispatch func(due []*wheelEntry, gens []uint32)
 }
 
 func newWheel(c clock) *wheel {
@@ -104,7 +107,7 @@ func newWheel(c clock) *wheel {
 	for i := range w.slots {
 		w.slots[i].prev, w.slots[i].next = &w.slots[i], &w.slots[i]
 	}
-	w.dispatch = w.goFire
+	w.dispatch = w.fireAll
 	return w
 }
 
@@ -231,21 +234,40 @@ func (w *wheel) advance() {
 		w.timer.Reset(wheelTick - now%wheelTick)
 	}
 	w.mu.Unlock()
-	for i, e := range due {
-		w.dispatch(e, gens[i])
+	if len(due) > 0 {
+		w.dispatch(due, gens)
 	}
 }
 
-// goFire runs the fire of e on a goroutine of its own, so that a write
-// blocked on one client (HTTP/1.1 flushes every 1xx; an HTTP/2 connection
-// may be stuck behind a large download) holds back no other request, and
-// so that 102s of one HTTP/2 connection that fall due together are queued
-// together and share x/net's flush.
-func (w *wheel) goFire(e *wheelEntry, gen uint32) {
-	go func() {
-		e.owner.due(gen)
-		w.fired(e)
-	}()
+// maxFireGoroutines bounds the goroutines that send the 102s due in one
+// tick. A goroutine per 102 would start as many as there are requests
+// whose 102s fall due together (all of them, for requests that started
+// together), and the runtime keeps every goroutine's descriptor for the
+// life of the process.
+const maxFireGoroutines = 64
+
+// fireAll sends the 102s due in one tick off the wheel's goroutine, on up
+// to maxFireGoroutines goroutines that each take the next due entry until
+// none is left. A write blocked on one client (HTTP/1.1 flushes every 1xx;
+// an HTTP/2 connection may be stuck behind a large download) holds up only
+// its own goroutine while the others carry on, so it holds back no other
+// request unless maxFireGoroutines writes block at once. The fires of one
+// tick run concurrently, so the 102s of the streams of one HTTP/2
+// connection queue together and share x/net's flush.
+func (w *wheel) fireAll(due []*wheelEntry, gens []uint32) {
+	var next atomic.Int32
+	for range min(len(due), maxFireGoroutines) {
+		go func() {
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= len(due) {
+					return
+				}
+				due[i].owner.due(gens[i])
+				w.fired(due[i])
+			}
+		}()
+	}
 }
 
 // wheels holds the process's one wheel, shared by every handler of every

@@ -80,11 +80,13 @@ var targets = map[*wheelEntry]*testTarget{}
 func newTestWheel() (*wheel, *fakeClock) {
 	c := &fakeClock{t: 1000 * time.Millisecond}
 	w := newWheel(c)
-	w.dispatch = func(e *wheelEntry, gen uint32) {
-		tt := targets[e]
-		tt.fires = append(tt.fires, c.now())
-		tt.gens = append(tt.gens, gen)
-		w.fired(e)
+	w.dispatch = func(due []*wheelEntry, gens []uint32) {
+		for i, e := range due {
+			tt := targets[e]
+			tt.fires = append(tt.fires, c.now())
+			tt.gens = append(tt.gens, gens[i])
+			w.fired(e)
+		}
 	}
 	return w, c
 }
@@ -205,7 +207,7 @@ func TestWheelCancelWaitsForADispatchedFire(t *testing.T) {
 	w, c := newTestWheel()
 	e, _ := newEntry(c)
 	var fire func()
-	w.dispatch = func(e *wheelEntry, gen uint32) { fire = func() { w.fired(e) } }
+	w.dispatch = func(due []*wheelEntry, _ []uint32) { fire = func() { w.fired(due[0]) } }
 	w.schedule(e, c.now()+time.Millisecond)
 	c.advance(2 * time.Millisecond)
 	if fire == nil {
@@ -237,10 +239,10 @@ func TestWheelFireThatReschedules(t *testing.T) {
 	w, c := newTestWheel()
 	e, _ := newEntry(c)
 	var fire func()
-	w.dispatch = func(e *wheelEntry, gen uint32) {
+	w.dispatch = func(due []*wheelEntry, _ []uint32) {
 		fire = func() {
-			w.schedule(e, c.now()+10*time.Millisecond)
-			w.fired(e)
+			w.schedule(due[0], c.now()+10*time.Millisecond)
+			w.fired(due[0])
 		}
 	}
 	w.schedule(e, c.now()+time.Millisecond)
