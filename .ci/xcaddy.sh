@@ -54,11 +54,12 @@ GOBIN="$work/bin" go install "github.com/caddyserver/xcaddy/cmd/xcaddy@$xcaddy_v
 caddy=$work/caddy
 echo "built: $("$caddy" version)"
 
-# 1. The module is in the binary.
-"$caddy" list-modules >"$work/modules"
-grep -qx 'http.handlers.processing' "$work/modules" ||
-	fail "caddy list-modules does not list http.handlers.processing"
-echo "ok: caddy list-modules lists http.handlers.processing"
+# 1. The module is in the binary, at the version just published.
+"$caddy" list-modules --versions >"$work/modules"
+got=$(awk '$1 == "http.handlers.processing" { print $2 }' "$work/modules")
+[ "$got" = "$version" ] ||
+	fail "caddy list-modules lists http.handlers.processing at '${got:-nothing}', want $version"
+echo "ok: caddy list-modules lists http.handlers.processing $got"
 
 # 2. The example Caddyfile: adapts and validates without a warning (a
 # warning such as "input is not formatted" is a change a user would be
