@@ -30,6 +30,10 @@ func TestDefaultIntervalAndDelay(t *testing.T) {
 		if err := h.Provision(ctx); err != nil {
 			t.Fatalf("%s: %v", tc.name, err)
 		}
+		// Provision takes the process's timer wheel; give it back.
+		if err := h.Cleanup(); err != nil {
+			t.Fatal(err)
+		}
 		if h.interval != tc.interval || h.delay != tc.delay {
 			t.Errorf("%s: interval %v, delay %v; want %v, %v", tc.name, h.interval, h.delay, tc.interval, tc.delay)
 		}
