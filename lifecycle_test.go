@@ -378,3 +378,69 @@ http://127.0.0.1:{PORT} {
 		t.Errorf("no access log entry for %v", want)
 	}
 }
+
+// TestStalledClientHoldsBackNoOtherRequest: HTTP/1.1 flushes every 1xx to
+// the socket, so a 102 to a client that stopped reading blocks once the
+// socket buffers are full. Each due 102 is written on a goroutine of its
+// own, off the wheel's: another request's 102s keep coming meanwhile.
+func TestStalledClientHoldsBackNoOtherRequest(t *testing.T) {
+	release := make(chan struct{})
+	setBehaviour(t, "hold", func(w http.ResponseWriter, r *http.Request) error {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+			return r.Context().Err()
+		}
+		_, err := io.WriteString(w, "done")
+		return err
+	})
+	port, _ := startCaddy(t, `
+http://127.0.0.1:{PORT} {
+	processing 2ms {
+		header X-Pad `+strings.Repeat("x", 8000)+`
+	}
+	test_work hold
+}
+`)
+	// The stalled client: a small receive buffer, and it never reads.
+	d := net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		err := c.Control(func(fd uintptr) {
+			serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
+		})
+		if err != nil {
+			return err
+		}
+		return serr
+	}}
+	stalled, err := d.Dial("tcp", addr(port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.WriteString(stalled, "GET /stalled HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	// Wait until a 102 of the stalled request is blocked in its write.
+	eventually(t, "a 102 blocked on the stalled client", func() bool {
+		for _, g := range strings.Split(allStacks(), "\n\n") {
+			if strings.Contains(g, "(*interimWriter).due") && strings.Contains(g, "poll.(*FD).Write") {
+				return true
+			}
+		}
+		return false
+	})
+
+	conn, start := sendRaw(t, addr(port), "GET /other HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+	defer conn.Close()
+	time.AfterFunc(400*time.Millisecond, func() { close(release) })
+	res, err := readRawResponse(conn, start, false)
+	if err != nil || res.Status != 200 || string(res.Body) != "done" {
+		t.Fatalf("the other request: %v %d %q", err, res.Status, res.Body)
+	}
+	// 400 ms at a 2 ms interval is about 200 102s; a request held back
+	// by the stalled one would get none until the release.
+	if n := len(res.Interims); n < 40 {
+		t.Fatalf("the other request got %d 102s in 400 ms at a 2 ms interval while another client stalled", n)
+	}
+	stalled.Close()
+}
