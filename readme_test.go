@@ -129,7 +129,7 @@ func TestCaddyfileExampleAsTheREADMEShowsIt(t *testing.T) {
 	if fromCurl.Status != 200 || string(fromCurl.Body) != "done after 4.5 seconds\n" || len(fromCurl.Interims) != 2 {
 		t.Fatalf("curl: %d %q after %d interims:\n%s", fromCurl.Status, fromCurl.Body, len(fromCurl.Interims), fromCurl.Wire)
 	}
-	field := regexp.MustCompile(`^(\d) after (\d+\.\d+s)$`)
+	field := regexp.MustCompile(`^(\d) after (\d+(?:\.\d+)?s)$`)
 	for i, in := range fromCurl.Interims {
 		m := field.FindStringSubmatch(in.Header.Get("X-Progress"))
 		if in.Code != 102 || m == nil || m[1] != strconv.Itoa(i+1) {
