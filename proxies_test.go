@@ -500,8 +500,10 @@ func runProxyCase(t *testing.T, e *clEnv, caddyAddr string, c proxyCase) clRow {
 	r := clRow{Client: c.server.name + " in front", Version: c.server.version(), Proto: c.proto() + " to Caddy"}
 	// start returns the proxy's address, and that of its HTTP/2
 	// listener prefixed with "h2:" for get.
+	dirs := map[string]string{} // a proxy's address -> its folder
 	start := func(timeout time.Duration) (addr, h2Addr string) {
 		dir := prWorkDir(t)
+		defer func() { dirs[addr] = dir }()
 		listen, h2Listen := freePort(t), freePort(t)
 		prStart(t, path, dir, listen, c.server.config(dir, listen, h2Listen, caddyAddr, c.h2, timeout))
 		t.Cleanup(func() {
@@ -544,6 +546,12 @@ func runProxyCase(t *testing.T, e *clEnv, caddyAddr string, c proxyCase) clRow {
 		r.Final = fmt.Sprintf("**breaks**: an HTTP/1.1 client gets the bytes of Caddy's 200 + body, but inside the 102 response: without the proxy's own fields, and the proxy logs 102; a client over HTTP/2 gets %s", prShort(h2))
 		if !c.server.clientH2 || h2.ok() {
 			t.Errorf("over HTTP/2 to the proxy: want it to break, got %v", h2)
+		}
+		// The proxy's access log line for the request ("GET uri
+		// HTTP/1.1" status bytes ...) has 102 as the status.
+		logged, _ := os.ReadFile(filepath.Join(dirs[long], "access.log"))
+		if !regexp.MustCompile(`"GET /plain/slow\?n=[0-9]+ HTTP/1\.1" 102 `).Match(logged) {
+			t.Errorf("want the proxy's access log to record 102 for the plain request, got:\n%s", logged)
 		}
 	}
 	if plain.Sent < 1 {
