@@ -463,8 +463,10 @@ func (o prOutcome) String() string {
 type proxyCase struct {
 	server proxyServer
 	h2     bool
-	// reaches is the verdict of prOutcome.reaches on the plain route.
+	// reaches is the verdict of prOutcome.reaches on the plain route, and
+	// status the final status the client reads there.
 	reaches string
+	status  int
 	// keepsAlive: whether a 102 every prTickInterval keeps a request of
 	// clUpstreamDelay alive through a proxy timeout of prShortTimeout.
 	keepsAlive bool
@@ -483,13 +485,13 @@ func (c proxyCase) proto() string {
 func proxyCases() []proxyCase {
 	s := proxyServers()
 	return []proxyCase{
-		{server: s[0], reaches: "the 102 as the final response", keepsAlive: true, protected: []string{"/optin/", "/uamatch/"}},
-		{server: s[1], reaches: "an error after 10 102s", keepsAlive: true, protected: []string{"/max9/", "/optin/"}},
-		{server: s[1], h2: true, reaches: "only the final response", keepsAlive: true},
-		{server: s[2], reaches: "the 102s", keepsAlive: true},
-		{server: s[2], h2: true, reaches: "the 102s", keepsAlive: true},
-		{server: s[3], reaches: "an error after 0 102s", protected: []string{"/optin/", "/viamatch/"}},
-		{server: s[4], reaches: "the 102s"},
+		{server: s[0], reaches: "the 102 as the final response", status: 200, keepsAlive: true, protected: []string{"/optin/", "/uamatch/"}},
+		{server: s[1], reaches: "an error after 10 102s", status: 502, keepsAlive: true, protected: []string{"/max9/", "/optin/"}},
+		{server: s[1], h2: true, reaches: "only the final response", status: 200, keepsAlive: true},
+		{server: s[2], reaches: "the 102s", status: 200, keepsAlive: true},
+		{server: s[2], h2: true, reaches: "the 102s", status: 200, keepsAlive: true},
+		{server: s[3], reaches: "an error after 0 102s", status: 503, protected: []string{"/optin/", "/viamatch/"}},
+		{server: s[4], reaches: "the 102s", status: 200},
 	}
 }
 
@@ -535,8 +537,8 @@ func runProxyCase(t *testing.T, e *clEnv, caddyAddr string, c proxyCase) clRow {
 	plain := get(long, "/plain/")
 	r.Sees102 = plain.reaches()
 	r.Final = finalCellOf(plain.ok(), prShort(plain))
-	if got := plain.verdict(); got != c.reaches {
-		t.Errorf("plain route: want %q, got %v", c.reaches, plain)
+	if got := plain.verdict(); got != c.reaches || plain.Status != c.status {
+		t.Errorf("plain route: want %q and a %d, got %v", c.reaches, c.status, plain)
 	}
 	works := plain.ok() && plain.Marked
 	if plain.ok() && !plain.Marked {
@@ -544,8 +546,8 @@ func runProxyCase(t *testing.T, e *clEnv, caddyAddr string, c proxyCase) clRow {
 		// client of the proxy shows what that means.
 		h2 := get(longH2, "/plain/")
 		r.Final = fmt.Sprintf("**breaks**: an HTTP/1.1 client gets the bytes of Caddy's 200 + body, but inside the 102 response: without the proxy's own fields, and the proxy logs 102; a client over HTTP/2 gets %s", prShort(h2))
-		if !c.server.clientH2 || h2.ok() {
-			t.Errorf("over HTTP/2 to the proxy: want it to break, got %v", h2)
+		if !c.server.clientH2 || h2.Status != 0 || h2.Interims < 1 {
+			t.Errorf("over HTTP/2 to the proxy: want a 102 and no final response, got %v", h2)
 		}
 		// The proxy's access log line for the request ("GET uri
 		// HTTP/1.1" status bytes ...) has 102 as the status.
