@@ -647,9 +647,11 @@ http://127.0.0.1:{PORT} {
 	reverse_proxy `+ln.Addr().String()+`
 }
 `)
+	const requests = 40
+	sentBefore := relInterimsSent(t)
 	var wg sync.WaitGroup
 	var n102, n103 atomic.Int64
-	for range 40 {
+	for range requests {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -696,5 +698,22 @@ http://127.0.0.1:{PORT} {
 		}()
 	}
 	wg.Wait()
-	t.Logf("40 requests: %d forwarded 103s, %d 102s between them", n103.Load(), n102.Load())
+	if t.Failed() {
+		return
+	}
+	t.Logf("%d requests: %d forwarded 103s, %d 102s between them", requests, n103.Load(), n102.Load())
+	if n103.Load() != requests*hints {
+		t.Errorf("%d 103s forwarded, want %d", n103.Load(), requests*hints)
+	}
+	// The point is the meeting of the two kinds of interim: a run in
+	// which no tick fell between the upstream's 103s proved nothing. Each
+	// 103 restarts the 1 ms clock and the upstream waits at least 1 ms
+	// before the next, so ticks are due all along; one is enough here.
+	if n102.Load() == 0 {
+		t.Errorf("no 102 between the upstream's %d 103s", n103.Load())
+	}
+	// Every 102 the module counted reached a client whole.
+	if sent := relInterimsSent(t) - sentBefore; int64(sent) != n102.Load() {
+		t.Errorf("module sent %v 102s, clients saw %d", sent, n102.Load())
+	}
 }
