@@ -11,9 +11,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"os"
 	"runtime"
-	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -31,10 +29,7 @@ func floodHeap() uint64 {
 
 func TestIdleFloodCostAndMax(t *testing.T) {
 	relLeakCheck(t)
-	n := 400
-	if s := os.Getenv("FLOOD_REQUESTS"); s != "" {
-		n, _ = strconv.Atoi(s)
-	}
+	n := envCount(t, "FLOOD_REQUESTS", 400)
 	const max102 = 3
 	var (
 		started atomic.Int64

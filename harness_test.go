@@ -536,9 +536,62 @@ func eventually(t testing.TB, what string, cond func() bool) {
 	}
 }
 
+// envCount is the count an environment variable sets for a long test
+// (FLOOD_REQUESTS, STRESS_REQUESTS), or def when it is unset or empty. Any
+// other value than a positive whole number fails the test: a typo must not
+// run zero cases and pass.
+func envCount(t testing.TB, name string, def int) int {
+	t.Helper()
+	s := os.Getenv(name)
+	if s == "" {
+		return def
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n <= 0 {
+		t.Fatalf("%s=%q: want a positive whole number", name, s)
+	}
+	return n
+}
+
 // withTimeout is a context for one client request.
 func withTimeout(t testing.TB, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	t.Cleanup(cancel)
 	return ctx
+}
+
+// fatalRecorder is a testing.TB whose Fatalf records the message instead
+// of ending the test, for checking a helper's refusals.
+type fatalRecorder struct {
+	testing.TB
+	fatal string
+}
+
+func (r *fatalRecorder) Helper() {}
+
+func (r *fatalRecorder) Fatalf(format string, args ...any) {
+	r.fatal = fmt.Sprintf(format, args...)
+}
+
+func TestEnvCountRefusesWhatIsNotACount(t *testing.T) {
+	const name = "PROCESSING_TEST_COUNT"
+	for _, tc := range []struct {
+		value string
+		want  int
+		fatal string
+	}{
+		{"", 7, ""},
+		{"12", 12, ""},
+		{"1O0", 0, `PROCESSING_TEST_COUNT="1O0": want a positive whole number`},
+		{"0", 0, `PROCESSING_TEST_COUNT="0": want a positive whole number`},
+		{"-3", 0, `PROCESSING_TEST_COUNT="-3": want a positive whole number`},
+		{" 5", 0, `PROCESSING_TEST_COUNT=" 5": want a positive whole number`},
+	} {
+		t.Setenv(name, tc.value)
+		rec := &fatalRecorder{TB: t}
+		got := envCount(rec, name, 7)
+		if rec.fatal != tc.fatal || (tc.fatal == "" && got != tc.want) {
+			t.Errorf("%s=%q: got %d and failure %q, want %d and %q", name, tc.value, got, rec.fatal, tc.want, tc.fatal)
+		}
+	}
 }

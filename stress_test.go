@@ -23,7 +23,6 @@ import (
 	"net/http"
 	"net/http/httptrace"
 	"net/textproto"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -114,10 +113,7 @@ type stressOutcome struct {
 
 func TestMixedStressAllProtocols(t *testing.T) {
 	relLeakCheck(t)
-	total := 1600 // about 2000 HTTP requests: keep-alive cases send three
-	if s := os.Getenv("STRESS_REQUESTS"); s != "" {
-		total, _ = strconv.Atoi(s)
-	}
+	total := envCount(t, "STRESS_REQUESTS", 1600) // about 2000 HTTP requests: keep-alive cases send three
 	const concurrency = 120
 	// minSlow102 is the least mean count of 102s for the requests whose
 	// handler works 50 ms (see the check after the run).
