@@ -406,8 +406,9 @@ func discGoClient(t *testing.T, client *http.Client, base string, stage discStag
 // TestDisconnectStorm cancels hundreds of requests at random moments while
 // 102s go out every millisecond and the handler keeps changing its header
 // fields and streaming: the moments where a reset stream meets a 102 being
-// written (FACTS: HTTP/2's frame writer may still read the header map) come
-// up by the hundred. -race fails the test on any data race; afterwards the
+// written come up by the hundred. (When the client resets an HTTP/2
+// stream, WriteHeader of a 1xx can return while x/net's frame writer still
+// reads the header map, so a change to the map right after is a race.) -race fails the test on any data race; afterwards the
 // server answers, and no 102 follows the last request's end.
 func TestDisconnectStorm(t *testing.T) {
 	relLeakCheck(t)
