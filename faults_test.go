@@ -492,6 +492,17 @@ func TestReloadAndStopWithLongRequestsInFlight(t *testing.T) {
 		sites = strings.ReplaceAll(sites, "{TLSPORT}", strconv.Itoa(tlsPort))
 		return adapt(t, relAdminGlobals(t, adminPort)+sites)
 	}
+	// caddy.Stop leaves the admin endpoint serving. Once Caddy has stopped
+	// at the end of the test (this cleanup runs after loadConfig's), a
+	// config with the endpoint disabled closes it.
+	t.Cleanup(func() {
+		if err := caddy.Load([]byte(`{"admin": {"disabled": true, "config": {"persist": false}}}`), true); err != nil {
+			t.Errorf("closing the admin endpoint: %v", err)
+		}
+		if err := caddy.Stop(); err != nil {
+			t.Errorf("stopping Caddy: %v", err)
+		}
+	})
 	loadConfig(t, config("v1"))
 	waitForTLS(t, tlsPort)
 

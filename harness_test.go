@@ -39,7 +39,11 @@ func TestMain(m *testing.M) {
 }
 
 // leakOptions ignores goroutines that Caddy and its libraries keep for the
-// life of the process, whatever config is loaded.
+// life of the process, whatever config is loaded, each by name. Nothing
+// parked on a connection or a listener is ignored: a tunnel left copying,
+// a tick blocked on a client that does not read, an accept loop of a
+// server nobody stopped all count as leaks
+// (TestLeakCheckCatchesGoroutinesBlockedOnConnections).
 func leakOptions() []goleak.Option {
 	return []goleak.Option{
 		goleak.IgnoreTopFunction("github.com/golang/glog.(*fileSink).flushDaemon"),
@@ -54,9 +58,6 @@ func leakOptions() []goleak.Option {
 		goleak.IgnoreAnyFunction("github.com/caddyserver/certmagic.keepLockfileFresh"),
 		// The log file writer's rotation goroutine lives as long as the process.
 		goleak.IgnoreAnyFunction("github.com/DeRuina/timberjack.(*Logger).millRun"),
-		goleak.IgnoreAnyFunction("internal/poll.runtime_pollWait"),
-		goleak.IgnoreAnyFunction("net/http.(*persistConn).readLoop"),
-		goleak.IgnoreAnyFunction("net/http.(*persistConn).writeLoop"),
 	}
 }
 
@@ -593,5 +594,67 @@ func TestEnvCountRefusesWhatIsNotACount(t *testing.T) {
 		if rec.fatal != tc.fatal || (tc.fatal == "" && got != tc.want) {
 			t.Errorf("%s=%q: got %d and failure %q, want %d and %q", name, tc.value, got, rec.fatal, tc.want, tc.fatal)
 		}
+	}
+}
+
+// leakedReader and leakedWriter stand for a goroutine that outlived its
+// request: one waits for bytes that never come, one writes to a peer that
+// does not read.
+func leakedReader(c net.Conn, done chan<- struct{}) {
+	defer func() { done <- struct{}{} }()
+	_, _ = c.Read(make([]byte, 1))
+}
+
+func leakedWriter(c net.Conn, done chan<- struct{}) {
+	defer func() { done <- struct{}{} }()
+	// More than loopback's socket buffers on both sides hold.
+	_, _ = c.Write(make([]byte, 64<<20))
+}
+
+// TestLeakCheckCatchesGoroutinesBlockedOnConnections runs the leak check
+// of every test against goroutines parked in the network poller, which it
+// must report, and again once they are gone, when it must pass.
+func TestLeakCheckCatchesGoroutinesBlockedOnConnections(t *testing.T) {
+	opts := append(leakOptions(), goleak.IgnoreCurrent())
+	pair := func() (net.Conn, net.Conn) {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		a, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := ln.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return a, b
+	}
+	readSide, idle := pair()
+	writeSide, deaf := pair()
+	done := make(chan struct{}, 2)
+	go leakedReader(readSide, done)
+	go leakedWriter(writeSide, done)
+
+	err := goleak.Find(opts...)
+	if err == nil {
+		t.Error("the leak check passed with two goroutines blocked on connections")
+	} else {
+		for _, want := range []string{"processing.leakedReader", "processing.leakedWriter", "internal/poll.runtime_pollWait"} {
+			if !strings.Contains(err.Error(), want) {
+				t.Errorf("the leak report does not name %s:\n%v", want, err)
+			}
+		}
+	}
+
+	for _, c := range []net.Conn{readSide, idle, writeSide, deaf} {
+		c.Close()
+	}
+	<-done
+	<-done
+	if err := goleak.Find(opts...); err != nil {
+		t.Errorf("the leak check fails once the goroutines are gone: %v", err)
 	}
 }
