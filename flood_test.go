@@ -17,6 +17,25 @@ import (
 	"time"
 )
 
+// What the module may add per waiting request (README, "Many slow requests
+// at once"), measured against the same flood without it.
+const (
+	// maxHeapPerWaitingRequest: the README says about 500 B (a pooled
+	// writer with its timer and a header map); measured 416 to 492 B, with
+	// or without -race. Twice the README's figure leaves room for GC
+	// noise on a busy machine. Issue 9 aims at 256 B: tighten this then.
+	maxHeapPerWaitingRequest = 1 << 10
+	// maxGrowthPerWaitingRequest: memory does not grow while requests wait
+	// at max (measured 0 B over 40 intervals); 128 B each is 50 KiB over
+	// the 400 requests, room for what the rest of the process allocates.
+	maxGrowthPerWaitingRequest = 128
+	// maxSharedGoroutines: no goroutine per waiting request (measured 0
+	// more with the module); a goroutine shared by all requests, such as
+	// a timer wheel's, or one of the runtime's passing by, may be counted.
+	// One per request would count n.
+	maxSharedGoroutines = 2
+)
+
 // floodHeap is the live heap after collection: what the waiting requests
 // hold, not what they have thrown away.
 func floodHeap() uint64 {
@@ -140,17 +159,16 @@ http://127.0.0.1:{PORT} {
 	growth := (float64(heapLater) - float64(heapProc)) / float64(n)
 	t.Logf("%d idle requests: %.0f B each without processing, %.0f B with (module: %.0f B); %+.0f B/request change over 40 intervals at max; goroutines per request %.2f without, %.2f with",
 		n, perBare, perProc, module, growth, float64(gBare-g0)/float64(n), float64(gProc-g1)/float64(n))
-	// The module's own state is a pooled writer with its timer and a
-	// header map: measured at 480 to 830 B per request, with or without
-	// -race; 4 KiB leaves room for GC noise on a busy machine.
-	if module > 4<<10 {
-		t.Errorf("the module costs %.0f B per waiting request", module)
+	if module > maxHeapPerWaitingRequest {
+		t.Errorf("the module holds %.0f B per waiting request, the README says about 500 B (at most %d B)", module, maxHeapPerWaitingRequest)
 	}
-	if growth > 1<<10 {
-		t.Errorf("waiting requests grew by %.0f B each at max", growth)
+	if growth > maxGrowthPerWaitingRequest {
+		t.Errorf("waiting requests grew by %.0f B each at max (at most %d B)", growth, maxGrowthPerWaitingRequest)
 	}
-	// A 102 timer is not a goroutine: the module adds none per request.
-	if extra := (gProc - g1) - (gBare - g0); extra > n/20 {
-		t.Errorf("%d more goroutines with the module for %d requests", extra, n)
+	// Each waiting request holds net/http's connection goroutine and its
+	// background reader, with or without the module: the module's 102s
+	// come from timers, and it adds no goroutine of its own per request.
+	if extra := (gProc - g1) - (gBare - g0); extra > maxSharedGoroutines {
+		t.Errorf("%d more goroutines with the module for %d waiting requests (at most %d shared by all)", extra, n, maxSharedGoroutines)
 	}
 }
