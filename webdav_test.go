@@ -178,9 +178,8 @@ func init() {
 
 // webdavSite is the Caddyfile a WebDAV user writes, with processing at a
 // short delay and interval in front of it. {ROOT} is the served folder.
-//
-// Plain HTTP only: with an https address Caddy obtains a certificate in the
-// background, which can outlive a quick test and its temporary folder.
+// Plain HTTP, for the raw clients; the HTTP/2 test swaps in an https
+// address.
 const webdavSite = `
 http://127.0.0.1:{PORT} {
 	root * {ROOT}
@@ -199,14 +198,12 @@ http://127.0.0.1:{PORT} {
 const davInterval = 50 * time.Millisecond
 
 // startWebDAVCaddy runs sites behind the harness's global options plus the
-// `order webdav before file_server` line the plugin's README asks for.
+// `order webdav before file_server` line the plugin's README asks for. Like
+// startCaddy, it waits for the certificate of an https site.
 func startWebDAVCaddy(t testing.TB, root, sites string) (port, tlsPort int) {
 	t.Helper()
-	port, tlsPort = freePort(t), freePort(t)
-	r := strings.NewReplacer("{PORT}", strconv.Itoa(port), "{TLSPORT}", strconv.Itoa(tlsPort), "{ROOT}", root)
 	global := strings.Replace(globalOptions(t), "{\n", "{\n\torder webdav before file_server\n", 1)
-	loadConfig(t, adapt(t, global+r.Replace(sites)))
-	return port, tlsPort
+	return startCaddyGlobal(t, global, strings.ReplaceAll(sites, "{ROOT}", root))
 }
 
 // ---- trees of files --------------------------------------------------------
