@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"net/http/httptrace"
 	"net/textproto"
@@ -187,7 +186,7 @@ func TestClientDisconnectsAtEveryStage(t *testing.T) {
 				var seen int
 				switch proto {
 				case "HTTP1.1":
-					seen = discRawClient(t, relAddr(port), stage, id)
+					seen = discRawClient(t, loopback(port), stage, id)
 				case "HTTP2":
 					seen = discGoClient(t, h2, fmt.Sprintf("https://127.0.0.1:%d", tlsPort), stage, id)
 				case "HTTP3":
@@ -247,12 +246,11 @@ func TestClientDisconnectsAtEveryStage(t *testing.T) {
 // how many 102s it read before closing.
 func discRawClient(t *testing.T, address string, stage discStage, id string) int {
 	t.Helper()
-	conn, err := net.DialTimeout("tcp", address, 5*time.Second)
+	conn, err := dialRaw(address)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	_ = conn.SetDeadline(time.Now().Add(30 * time.Second))
 	tp := textproto.NewReader(bufio.NewReader(conn))
 	target := "/?" + stage.query(id)
 	if stage.upload {
@@ -485,7 +483,7 @@ func TestDisconnectStorm(t *testing.T) {
 			defer wg.Done()
 			defer func() { <-sem }()
 			if kind == "raw-h1" {
-				stormRaw(t, relAddr(port), after, upload)
+				stormRaw(t, loopback(port), after, upload)
 				return
 			}
 			base := fmt.Sprintf("https://127.0.0.1:%d", tlsPort)
@@ -521,9 +519,9 @@ func TestDisconnectStorm(t *testing.T) {
 	}
 
 	// And the server still works.
-	res, after := relExchange(t, relAddr(port), "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
-	if res.Status != 200 || string(res.Body) != "half\nwhole\n" || len(after) != 0 {
-		t.Fatalf("after the storm: %d %q %q", res.Status, res.Body, after)
+	res := rawRequest(t, loopback(port), rawGet("/"), readToClose)
+	if res.Status != 200 || string(res.Body) != "half\nwhole\n" || len(res.After) != 0 {
+		t.Fatalf("after the storm: %d %q %q", res.Status, res.Body, res.After)
 	}
 	relCheckProgress(t, res, 1)
 }
@@ -531,7 +529,7 @@ func TestDisconnectStorm(t *testing.T) {
 // stormRaw sends a request and closes the connection after the given time,
 // reading whatever came meanwhile.
 func stormRaw(t *testing.T, address string, after time.Duration, upload bool) {
-	conn, err := net.DialTimeout("tcp", address, 5*time.Second)
+	conn, err := dialRaw(address)
 	if err != nil {
 		t.Error(err)
 		return

@@ -32,9 +32,6 @@ import (
 
 // ---- helpers shared by the reliability tests ------------------------------
 
-// relAddr is a loopback address on port.
-func relAddr(port int) string { return "127.0.0.1:" + strconv.Itoa(port) }
-
 // relLeakCheck verifies, once Caddy has stopped at the end of the test, that
 // no goroutine of the test is left: no tick, no handler, no tunnel. Call it
 // before startCaddy, so that its cleanup runs after Caddy's stop.
@@ -77,25 +74,6 @@ func relAssertNoMoreInterims(t testing.TB, quiet time.Duration) {
 	if after := relInterimsSent(t); after != before {
 		t.Errorf("%v 102s sent after every request had ended", after-before)
 	}
-}
-
-// relExchange writes req on a new connection, reads one whole response
-// with the harness's raw reader, then everything the server sends until it
-// closes: a 102 after the final response would be there.
-func relExchange(t testing.TB, address, req string) (res *rawResponse, after []byte) {
-	t.Helper()
-	conn, start := sendRaw(t, address, req)
-	defer conn.Close()
-	br := bufio.NewReader(conn)
-	res, err := readRawResponse(br, start, strings.HasPrefix(req, "HEAD "))
-	if err != nil {
-		t.Fatalf("reading response: %v\nread so far:\n%s", err, res.Wire)
-	}
-	after, err = io.ReadAll(br)
-	if err != nil && !isConnReset(err) {
-		t.Fatalf("reading after the response: %v", err)
-	}
-	return res, after
 }
 
 // relCheckProgress asserts that the interims are exactly the numbered 102s
@@ -168,15 +146,15 @@ func TestDownstreamFailureAfterInterimsAnsweredByHandleErrors(t *testing.T) {
 		code int
 	}{{"/panic", 500}, {"/error", 503}} {
 		t.Run(tc.path[1:]+"/HTTP1.1", func(t *testing.T) {
-			res, after := relExchange(t, relAddr(port), "GET "+tc.path+" HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+			res := rawRequest(t, loopback(port), rawGet(tc.path), readToClose)
 			relCheckProgress(t, res, 2)
 			wantBody := fmt.Sprintf("handled %d", tc.code)
 			if res.Status != tc.code || string(res.Body) != wantBody || res.Header.Get("X-Handled") != "yes" {
 				t.Fatalf("final %d %q (X-Handled %q), want %d %q from handle_errors:\n%s",
 					res.Status, res.Body, res.Header.Get("X-Handled"), tc.code, wantBody, res.Wire)
 			}
-			if len(after) != 0 {
-				t.Fatalf("bytes after the final response: %q", after)
+			if len(res.After) != 0 {
+				t.Fatalf("bytes after the final response: %q", res.After)
 			}
 		})
 		for _, pc := range []struct {
@@ -222,22 +200,16 @@ http://127.0.0.1:{PORT} {
 	// http.ErrAbortHandler asks net/http to cut the response short: the
 	// client sees 102s and then the connection closing, never a made-up
 	// final response.
-	conn, _ := sendRaw(t, relAddr(port), "GET /abort HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-	defer conn.Close()
-	wire, err := io.ReadAll(conn)
-	if err != nil && !isConnReset(err) {
-		t.Fatalf("reading: %v", err)
-	}
-	res, err := readRawResponse(bytes.NewReader(wire), time.Now(), false)
-	if err != io.EOF || res.Status != 0 {
-		t.Fatalf("want 102s then a closed connection, got status %d, err %v:\n%s", res.Status, err, wire)
+	res, err := rawExchange(loopback(port), "GET /abort HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+	if !(errors.Is(err, io.EOF) || isConnReset(err)) || res.Status != 0 {
+		t.Fatalf("want 102s then a closed connection, got status %d, err %v:\n%s", res.Status, err, res.Wire)
 	}
 	relCheckProgress(t, res, 2)
 
 	// A panic in one request costs nothing to the next.
-	res, after := relExchange(t, relAddr(port), "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
-	if res.Status != 200 || string(res.Body) != "still up" || len(after) != 0 {
-		t.Fatalf("next request: %d %q %q", res.Status, res.Body, after)
+	res = rawRequest(t, loopback(port), rawGet("/"), readToClose)
+	if res.Status != 200 || string(res.Body) != "still up" || len(res.After) != 0 {
+		t.Fatalf("next request: %d %q %q", res.Status, res.Body, res.After)
 	}
 	relAssertNoMoreInterims(t, 100*time.Millisecond)
 }
@@ -256,11 +228,9 @@ http://127.0.0.1:{PORT} {
 `)
 	// Without a 102 sent, the module leaves the panic alone: net/http logs
 	// it and closes the connection, as it would without the module.
-	conn, _ := sendRaw(t, relAddr(port), "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-	defer conn.Close()
-	wire, err := io.ReadAll(conn)
-	if (err != nil && !isConnReset(err)) || len(wire) != 0 {
-		t.Fatalf("want the connection closed without a byte, got %q, %v", wire, err)
+	res, err := rawExchange(loopback(port), "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+	if !(errors.Is(err, io.EOF) || isConnReset(err)) || len(res.Wire) != 0 {
+		t.Fatalf("want the connection closed without a byte, got %q, %v", res.Wire, err)
 	}
 }
 
@@ -329,12 +299,11 @@ http://127.0.0.1:{PORT} {
 	reverse_proxy `+upstream+`
 }
 `)
-			conn, err := net.DialTimeout("tcp", relAddr(port), 5*time.Second)
+			conn, err := dialRaw(loopback(port))
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer conn.Close()
-			_ = conn.SetDeadline(time.Now().Add(30 * time.Second))
 			const key = "dGhlIHNhbXBsZSBub25jZQ=="
 			start := time.Now()
 			if _, err := io.WriteString(conn, "GET /chat HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
@@ -415,19 +384,7 @@ func relLongRequests(t *testing.T, port, tlsPort, n int, body, config string) (w
 		wg.Add(3)
 		go func() {
 			defer wg.Done()
-			conn, err := net.DialTimeout("tcp", relAddr(port), 5*time.Second)
-			if err != nil {
-				t.Error(err)
-				return
-			}
-			defer conn.Close()
-			_ = conn.SetDeadline(time.Now().Add(60 * time.Second))
-			start := time.Now()
-			if _, err := io.WriteString(conn, "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"); err != nil {
-				t.Error(err)
-				return
-			}
-			res, err := readRawResponse(conn, start, false)
+			res, err := rawExchange(loopback(port), rawGet("/"), readToClose)
 			if err != nil {
 				t.Errorf("HTTP/1.1: %v\n%s", err, res.Wire)
 				return
@@ -439,8 +396,8 @@ func relLongRequests(t *testing.T, port, tlsPort, n int, body, config string) (w
 				}
 				hs = append(hs, in.Header)
 			}
-			if after, _ := io.ReadAll(conn); len(after) != 0 {
-				t.Errorf("HTTP/1.1: bytes after the final response: %q", after)
+			if len(res.After) != 0 {
+				t.Errorf("HTTP/1.1: bytes after the final response: %q", res.After)
 			}
 			check("HTTP/1.1", res.Status, res.Body, hs)
 		}()
@@ -573,12 +530,11 @@ http://127.0.0.1:`+strconv.Itoa(port)+` {
 	test_work very_long
 }
 `))
-	conn, err := net.DialTimeout("tcp", relAddr(port), 5*time.Second)
+	conn, err := dialRaw(loopback(port))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	_ = conn.SetDeadline(time.Now().Add(30 * time.Second))
 	start := time.Now()
 	if _, err := io.WriteString(conn, "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"); err != nil {
 		t.Fatal(err)
@@ -614,10 +570,10 @@ http://127.0.0.1:{PORT} {
 	test_work panic_late
 }
 `)
-	res, after := relExchange(t, relAddr(port), "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+	res := rawRequest(t, loopback(port), rawGet("/"), readToClose)
 	relCheckProgress(t, res, 2)
-	if res.Status != 500 || len(res.Body) != 0 || len(after) != 0 {
-		t.Fatalf("want a bare 500 and nothing after, got %d %q then %q", res.Status, res.Body, after)
+	if res.Status != 500 || len(res.Body) != 0 || len(res.After) != 0 {
+		t.Fatalf("want a bare 500 and nothing after, got %d %q then %q", res.Status, res.Body, res.After)
 	}
 	relAssertNoMoreInterims(t, 100*time.Millisecond)
 }
@@ -666,18 +622,7 @@ http://127.0.0.1:{PORT} {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			conn, err := net.DialTimeout("tcp", relAddr(port), 5*time.Second)
-			if err != nil {
-				t.Error(err)
-				return
-			}
-			defer conn.Close()
-			_ = conn.SetDeadline(time.Now().Add(30 * time.Second))
-			if _, err := io.WriteString(conn, "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"); err != nil {
-				t.Error(err)
-				return
-			}
-			res, err := readRawResponse(conn, time.Now(), false)
+			res, err := rawExchange(loopback(port), rawGet("/"), readToClose)
 			if err != nil {
 				t.Errorf("%v\n%s", err, res.Wire)
 				return
@@ -701,8 +646,8 @@ http://127.0.0.1:{PORT} {
 					return
 				}
 			}
-			if seen103 != hints || res.Status != 200 || string(res.Body) != "upstream body" || res.Header.Get("X-Upstream") != "final-only" {
-				t.Errorf("%d 103s, final %d %q:\n%s", seen103, res.Status, res.Body, res.Wire)
+			if seen103 != hints || res.Status != 200 || string(res.Body) != "upstream body" || res.Header.Get("X-Upstream") != "final-only" || len(res.After) != 0 {
+				t.Errorf("%d 103s, final %d %q, then %q:\n%s", seen103, res.Status, res.Body, res.After, res.Wire)
 			}
 			n102.Add(int64(seen102))
 			n103.Add(int64(seen103))

@@ -9,6 +9,7 @@ package processing
 import (
 	"bufio"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"runtime"
@@ -90,12 +91,12 @@ http://127.0.0.1:{PORT} {
 		started.Store(0)
 		conns := make([]net.Conn, 0, n)
 		for range n {
-			conn, err := net.DialTimeout("tcp", relAddr(port), 10*time.Second)
+			conn, err := dialRaw(loopback(port))
 			if err != nil {
 				t.Fatal(err)
 			}
 			conns = append(conns, conn)
-			if _, err := fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n", path); err != nil {
+			if _, err := io.WriteString(conn, rawGet(path)); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -107,7 +108,6 @@ http://127.0.0.1:{PORT} {
 	finish := func(conns []net.Conn, want int) {
 		close(releaseOf())
 		for i, conn := range conns {
-			_ = conn.SetDeadline(time.Now().Add(30 * time.Second))
 			res, err := readRawResponse(bufio.NewReader(conn), time.Now(), false)
 			conn.Close()
 			if err != nil {

@@ -17,6 +17,7 @@ import (
 	"net/http/httptrace"
 	"net/textproto"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -260,6 +261,21 @@ func loadConfig(t testing.TB, cfg []byte) {
 
 // ---- raw HTTP/1.x ----------------------------------------------------------
 
+// loopback is the address of a test server's port.
+func loopback(port int) string { return "127.0.0.1:" + strconv.Itoa(port) }
+
+// rawGet is a GET request head for a raw client, with Connection: close and
+// the given header fields ("Name: value").
+func rawGet(path string, fields ...string) string {
+	var b strings.Builder
+	b.WriteString("GET " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n")
+	for _, f := range fields {
+		b.WriteString(f + "\r\n")
+	}
+	b.WriteString("\r\n")
+	return b.String()
+}
+
 // rawResponse is everything a raw client read for one request: each
 // interim response as it was on the wire, then the final one.
 type rawResponse struct {
@@ -267,8 +283,14 @@ type rawResponse struct {
 	Status   int
 	Header   http.Header
 	Body     []byte
-	// Wire is every byte read, in order.
+	// Wire is every byte of the response, interims included, in order.
 	Wire []byte
+	// After is what the server sent after the final response until it
+	// closed the connection (read with readToClose only): a 102 that
+	// outlived its request would be there.
+	After []byte
+	// Elapsed runs from the request written to the last byte read.
+	Elapsed time.Duration
 }
 
 type rawInterim struct {
@@ -278,68 +300,94 @@ type rawInterim struct {
 	Raw    string
 }
 
-// rawRequest writes req on a fresh TCP connection to addr and reads the
-// interim responses and the final response as raw bytes.
-func rawRequest(t testing.TB, addr, req string) *rawResponse {
-	t.Helper()
-	conn, start := sendRaw(t, addr, req)
+// rawOption changes what rawExchange and rawRequest read.
+type rawOption int
+
+// readToClose reads on after the final response until the server closes
+// the connection, into rawResponse.After.
+const readToClose rawOption = 1
+
+// rawDeadline bounds a whole raw exchange: generous, so that only a hang
+// reaches it.
+const rawDeadline = 90 * time.Second
+
+// dialRaw opens a connection for a raw client, with rawDeadline set.
+func dialRaw(address string) (net.Conn, error) {
+	conn, err := net.DialTimeout("tcp", address, 5*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	_ = conn.SetDeadline(time.Now().Add(rawDeadline))
+	return conn, nil
+}
+
+// rawExchange writes req on a fresh connection to address and reads the
+// interim responses and the final response as raw bytes. A request the
+// server refuses half-written (it may answer and close first) is not an
+// error: what it sent is the result. For use off the test's goroutine;
+// rawRequest fails the test instead.
+func rawExchange(address, req string, opts ...rawOption) (*rawResponse, error) {
+	conn, err := dialRaw(address)
+	if err != nil {
+		return &rawResponse{}, err
+	}
 	defer conn.Close()
-	res, err := readRawResponse(conn, start, strings.HasPrefix(req, "HEAD "))
+	start := time.Now()
+	_, writeErr := io.WriteString(conn, req)
+	br := bufio.NewReader(conn)
+	res, err := readRawResponse(br, start, strings.HasPrefix(req, "HEAD "))
+	if err == nil && slices.Contains(opts, readToClose) {
+		// Go resets a connection it closes with request bytes unread.
+		if res.After, err = io.ReadAll(br); isConnReset(err) {
+			err = nil
+		}
+	}
+	res.Elapsed = time.Since(start)
+	if err != nil && writeErr != nil {
+		err = fmt.Errorf("%w (writing the request: %v)", err, writeErr)
+	}
+	return res, err
+}
+
+// rawRequest is rawExchange on the test's goroutine: any error fails the
+// test.
+func rawRequest(t testing.TB, address, req string, opts ...rawOption) *rawResponse {
+	t.Helper()
+	res, err := rawExchange(address, req, opts...)
 	if err != nil {
 		t.Fatalf("reading response: %v\nread so far:\n%s", err, res.Wire)
 	}
 	return res
 }
 
-// sendRaw dials addr and writes req, with a generous deadline for the
-// whole exchange; it returns when the request was written.
-func sendRaw(t testing.TB, addr, req string) (net.Conn, time.Time) {
-	t.Helper()
-	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_ = conn.SetDeadline(time.Now().Add(60 * time.Second))
-	start := time.Now()
-	if _, err := io.WriteString(conn, req); err != nil {
-		conn.Close()
-		t.Fatal(err)
-	}
-	return conn, start
+// isConnReset reports a connection the server reset after answering, as Go
+// does when it closes with unread request bytes.
+func isConnReset(err error) bool {
+	return err != nil && strings.Contains(err.Error(), "connection reset")
 }
 
-// teeReader records what is read from a connection.
-type teeReader struct {
-	r   io.Reader
-	buf *bytes.Buffer
-}
-
-func (tr teeReader) Read(p []byte) (int, error) {
-	n, err := tr.r.Read(p)
-	tr.buf.Write(p[:n])
-	return n, err
-}
-
-// readRawResponse parses 1xx header blocks and the final response from c.
-func readRawResponse(c io.Reader, start time.Time, head bool) (*rawResponse, error) {
+// readRawResponse reads one response from br: its interim responses, then
+// the final one. It reads no byte past the final response, so that what
+// follows (the next response on the connection, a tunnel's bytes) is
+// still in br. A connection closed before any byte gives io.EOF.
+func readRawResponse(br *bufio.Reader, start time.Time, head bool) (*rawResponse, error) {
 	res := &rawResponse{}
-	wire := new(bytes.Buffer)
+	var wire bytes.Buffer
 	defer func() { res.Wire = wire.Bytes() }()
-	br := bufio.NewReader(teeReader{c, wire})
-	tp := textproto.NewReader(br)
 	for {
-		mark := wire.Len() - br.Buffered()
-		line, err := tp.ReadLine()
-		if err != nil {
+		mark := wire.Len()
+		if err := readRawLines(br, &wire); err != nil {
+			if err == io.EOF && wire.Len() > mark {
+				err = io.ErrUnexpectedEOF
+			}
 			return res, err
 		}
+		tp := textproto.NewReader(bufio.NewReader(bytes.NewReader(wire.Bytes()[mark:])))
+		line, _ := tp.ReadLine()
 		proto, rest, _ := strings.Cut(line, " ")
-		if !strings.HasPrefix(proto, "HTTP/1.") {
-			return res, fmt.Errorf("malformed status line %q", line)
-		}
 		codeStr, _, _ := strings.Cut(rest, " ")
 		code, err := strconv.Atoi(codeStr)
-		if err != nil {
+		if !strings.HasPrefix(proto, "HTTP/1.") || err != nil {
 			return res, fmt.Errorf("malformed status line %q", line)
 		}
 		mh, err := tp.ReadMIMEHeader()
@@ -347,10 +395,9 @@ func readRawResponse(c io.Reader, start time.Time, head bool) (*rawResponse, err
 			return res, err
 		}
 		if code >= 100 && code <= 199 && code != 101 {
-			end := wire.Len() - br.Buffered()
 			res.Interims = append(res.Interims, rawInterim{
 				Code: code, Header: http.Header(mh), At: time.Since(start),
-				Raw: wire.String()[mark:end],
+				Raw: wire.String()[mark:],
 			})
 			continue
 		}
@@ -359,49 +406,69 @@ func readRawResponse(c io.Reader, start time.Time, head bool) (*rawResponse, err
 		if head || code == 204 || code == 304 || code == 101 {
 			return res, nil
 		}
-		fake := &http.Response{StatusCode: code, Header: http.Header(mh), ProtoMajor: 1, ProtoMinor: 1}
-		body, err := readBody(br, fake)
-		res.Body = body
+		res.Body, err = readRawBody(br, &wire, res.Header)
 		return res, err
 	}
 }
 
-// readBody reads a response body framed by Content-Length or chunking.
-func readBody(br *bufio.Reader, res *http.Response) ([]byte, error) {
-	if cl := res.Header.Get("Content-Length"); cl != "" {
-		n, err := strconv.Atoi(cl)
+// readRawLines reads lines up to and including an empty one (the end of a
+// header section) into wire.
+func readRawLines(br *bufio.Reader, wire *bytes.Buffer) error {
+	for {
+		line, err := br.ReadString('\n')
+		wire.WriteString(line)
+		if err != nil {
+			return err
+		}
+		if line == "\r\n" || line == "\n" {
+			return nil
+		}
+	}
+}
+
+// readRawBody reads a response body framed by Content-Length, by chunks
+// or by the end of the connection, keeping every byte in wire.
+func readRawBody(br *bufio.Reader, wire *bytes.Buffer, h http.Header) ([]byte, error) {
+	readN := func(n int64) ([]byte, error) {
+		var b bytes.Buffer
+		_, err := io.CopyN(io.MultiWriter(&b, wire), br, n)
+		return b.Bytes(), err
+	}
+	if cl := h.Get("Content-Length"); cl != "" {
+		n, err := strconv.ParseInt(cl, 10, 64)
 		if err != nil {
 			return nil, err
 		}
-		b := make([]byte, n)
-		_, err = io.ReadFull(br, b)
+		return readN(n)
+	}
+	if !strings.EqualFold(h.Get("Transfer-Encoding"), "chunked") {
+		b, err := io.ReadAll(io.TeeReader(br, wire))
 		return b, err
 	}
-	if strings.EqualFold(res.Header.Get("Transfer-Encoding"), "chunked") {
-		var out bytes.Buffer
-		tp := textproto.NewReader(br)
-		for {
-			line, err := tp.ReadLine()
-			if err != nil {
-				return out.Bytes(), err
-			}
-			size, err := strconv.ParseInt(strings.TrimSpace(strings.SplitN(line, ";", 2)[0]), 16, 64)
-			if err != nil {
-				return out.Bytes(), fmt.Errorf("bad chunk size %q", line)
-			}
-			if size == 0 {
-				_, err := tp.ReadMIMEHeader() // trailers
-				return out.Bytes(), err
-			}
-			if _, err := io.CopyN(&out, br, size); err != nil {
-				return out.Bytes(), err
-			}
-			if _, err := tp.ReadLine(); err != nil {
-				return out.Bytes(), err
-			}
+	var body []byte
+	for {
+		line, err := br.ReadString('\n')
+		wire.WriteString(line)
+		if err != nil {
+			return body, err
+		}
+		sizeStr, _, _ := strings.Cut(strings.TrimSpace(line), ";")
+		size, err := strconv.ParseInt(sizeStr, 16, 64)
+		if err != nil {
+			return body, fmt.Errorf("bad chunk size %q", line)
+		}
+		if size == 0 {
+			return body, readRawLines(br, wire) // trailers
+		}
+		chunk, err := readN(size)
+		body = append(body, chunk...)
+		if err != nil {
+			return body, err
+		}
+		if end, err := readN(2); err != nil || string(end) != "\r\n" {
+			return body, fmt.Errorf("chunk not ended by CRLF: %q, %v", end, err)
 		}
 	}
-	return io.ReadAll(br)
 }
 
 // ---- Go clients ------------------------------------------------------------

@@ -117,16 +117,16 @@ func TestLogsVariableAndMetrics(t *testing.T) {
 	reqsBefore := metricValue(t, metricsURL, "caddy_http_processing_requests_total", "first")
 
 	for _, path := range []string{"/write", "/nothing"} {
-		res := rawRequest(t, addr(port), "GET "+path+" HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+		res := rawRequest(t, loopback(port), rawGet(path))
 		if res.Status != 200 || len(res.Interims) != 3 {
 			t.Fatalf("%s: %d with %d interims:\n%s", path, res.Status, len(res.Interims), res.Wire)
 		}
 	}
 	// A second server, and a fast request, for the counters.
-	if res := rawRequest(t, addr(port2), getClose); len(res.Interims) != 3 {
+	if res := rawRequest(t, loopback(port2), rawGet("/")); len(res.Interims) != 3 {
 		t.Fatalf("second server: %d interims", len(res.Interims))
 	}
-	if res := rawRequest(t, addr(port), "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"); res.Status != 200 {
+	if res := rawRequest(t, loopback(port), rawGet("/metrics")); res.Status != 200 {
 		t.Fatalf("metrics: %d", res.Status)
 	}
 
@@ -232,7 +232,7 @@ func TestLogsVariableAndMetrics(t *testing.T) {
 		}
 		return err == nil
 	})
-	if res := rawRequest(t, addr(port), "GET /write HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"); len(res.Interims) != 2 {
+	if res := rawRequest(t, loopback(port), rawGet("/write")); len(res.Interims) != 2 {
 		t.Fatalf("after reload: %d interims, want 2 at 300ms", len(res.Interims))
 	}
 	if got := metricValue(t, metricsURL, "caddy_http_processing_interim_responses_total", "first"); got != sentBeforeReload+2 {

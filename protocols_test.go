@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"net/textproto"
 	"strconv"
@@ -110,18 +109,17 @@ http://127.0.0.1:{PORT} {
 	body := bytes.Repeat([]byte("expect-continue!"), 64<<10) // 1 MiB
 	sum := sha256.Sum256(body)
 
-	conn, err := net.Dial("tcp", addr(port))
+	conn, err := dialRaw(loopback(port))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(30 * time.Second))
 	fmt.Fprintf(conn, "PUT /u HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: %d\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n", len(body))
 
 	// The handler sleeps before reading the body: 102s are due long
 	// before it, but the first thing on the wire must be the 100.
 	wire := new(bytes.Buffer)
-	br := bufio.NewReader(teeReader{conn, wire})
+	br := bufio.NewReader(io.TeeReader(conn, wire))
 	tp := textproto.NewReader(br)
 	first, err := tp.ReadLine()
 	if err != nil {
