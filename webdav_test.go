@@ -334,6 +334,16 @@ func davGrowing(t *testing.T, what string, build func(n int), op func() (interim
 	}
 }
 
+// davCopySource is the tree builder of the COPY tests for davGrowing: n
+// files under root/src, and no root/dst left from the last try.
+func davCopySource(t testing.TB, root string) func(n int) {
+	return func(n int) {
+		os.RemoveAll(filepath.Join(root, "src"))
+		os.RemoveAll(filepath.Join(root, "dst"))
+		davMakeTree(t, filepath.Join(root, "src"), n, davFileSize)
+	}
+}
+
 // ---- tests -----------------------------------------------------------------
 
 // davRequest is a request head with Connection: close; PROPFIND and LOCK
@@ -356,11 +366,7 @@ func TestWebDAVCopyTreeGets102sThen201AndACompleteCopy(t *testing.T) {
 	p := strconv.Itoa(port)
 	addr := loopback(port)
 	var ex *rawResponse
-	davGrowing(t, "COPY", func(n int) {
-		os.RemoveAll(filepath.Join(root, "src"))
-		os.RemoveAll(filepath.Join(root, "dst"))
-		davMakeTree(t, filepath.Join(root, "src"), n, davFileSize)
-	}, func() (int, time.Duration) {
+	davGrowing(t, "COPY", davCopySource(t, root), func() (int, time.Duration) {
 		ex = rawRequest(t, addr, davRequest("COPY", p, "/dav/src/",
 			"Destination: http://127.0.0.1:"+p+"/dav/dst/", "Depth: infinity"), readToClose)
 		davCheckInterimsThenFinal(t, ex, http.StatusCreated)
@@ -606,11 +612,7 @@ func TestWebDAVCopyTreeOverHTTP2(t *testing.T) {
 	client := h2Client()
 	defer client.CloseIdleConnections()
 	var s *seen
-	davGrowing(t, "COPY over HTTP/2", func(n int) {
-		os.RemoveAll(filepath.Join(root, "src"))
-		os.RemoveAll(filepath.Join(root, "dst"))
-		davMakeTree(t, filepath.Join(root, "src"), n, davFileSize)
-	}, func() (int, time.Duration) {
+	davGrowing(t, "COPY over HTTP/2", davCopySource(t, root), func() (int, time.Duration) {
 		req, err := http.NewRequestWithContext(withTimeout(t, 60*time.Second), "COPY", base+"/dav/src/", nil)
 		if err != nil {
 			t.Fatal(err)
