@@ -72,7 +72,11 @@ type Handler struct {
 
 	interval time.Duration
 	delay    time.Duration
-	fields   []headerField
+	// grid is the coalescing granularity: 102s fall due on multiples of
+	// it (see Provision).
+	grid   time.Duration
+	wheel  *wheel
+	fields []headerField
 	// resolveFields is set when a field value holds a Caddy placeholder,
 	// which must be resolved on the request's goroutine.
 	resolveFields bool
@@ -106,6 +110,18 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.delay == 0 {
 		h.delay = h.interval
 	}
+	// 102s are due on a process-wide grid, so that those of the streams
+	// of one HTTP/2 connection that fall due close together go out in the
+	// same tick and share x/net's flush (a 102 costs about as much CPU as
+	// a write(2)). The grid moves a 102 later, never earlier, by less than
+	// one grid step: an eighth of the interval, at least the wheel's tick
+	// and at most maxGrid.
+	h.grid = min(max(h.interval/8, wheelTick), maxGrid)
+	w, err := acquireWheel()
+	if err != nil {
+		return err
+	}
+	h.wheel = w
 	h.fields = h.fields[:0]
 	h.resolveFields = false
 	for name, values := range h.Header {
@@ -121,6 +137,22 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		h.fields = append(h.fields, f)
 	}
 	return registerMetrics(ctx.GetMetricsRegistry())
+}
+
+// maxGrid bounds the coalescing grid, and so how much later than its slot
+// a 102 may go out.
+const maxGrid = 25 * time.Millisecond
+
+// Cleanup lets go of the wheel. Requests still waiting keep it: it stops
+// when nothing waits.
+func (h *Handler) Cleanup() error {
+	// Caddy calls Cleanup after a failed Provision too, which may not
+	// have taken the wheel. The field stays: requests of this config may
+	// still be using it.
+	if h.wheel != nil {
+		releaseWheel()
+	}
+	return nil
 }
 
 // Validate rejects a configuration that cannot work.
@@ -175,6 +207,7 @@ func hasCaddyPlaceholder(v string) bool {
 // Interface guards
 var (
 	_ caddy.Provisioner           = (*Handler)(nil)
+	_ caddy.CleanerUpper          = (*Handler)(nil)
 	_ caddy.Validator             = (*Handler)(nil)
 	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
 )
