@@ -21,10 +21,11 @@ import (
 // What the module may add per waiting request (README, "Many slow requests
 // at once"), measured against the same flood without it.
 const (
-	// maxHeapPerWaitingRequest: the README says about 500 B (a pooled
-	// writer with its timer and a header map); measured 416 to 492 B, with
-	// or without -race. Twice the README's figure leaves room for GC
-	// noise on a busy machine. Issue 9 aims at 256 B: tighten this then.
+	// maxHeapPerWaitingRequest: the README says about 500 B; measured 416
+	// to 492 B with a timer per request, 365 B with issue 9's shared
+	// wheel, with or without -race. Twice the README's figure leaves room
+	// for GC noise on a busy machine. Issue 9 aims at 256 B: tighten this
+	// with the README.
 	maxHeapPerWaitingRequest = 1 << 10
 	// maxGrowthPerWaitingRequest: memory does not grow while requests wait
 	// at max (measured 0 B over 40 intervals); 128 B each is 50 KiB over
