@@ -26,70 +26,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
-	"github.com/prometheus/client_golang/prometheus"
-	"go.uber.org/goleak"
 )
-
-// ---- helpers shared by the reliability tests ------------------------------
-
-// relLeakCheck verifies, once Caddy has stopped at the end of the test, that
-// no goroutine of the test is left: no tick, no handler, no tunnel. Call it
-// before startCaddy, so that its cleanup runs after Caddy's stop.
-func relLeakCheck(t *testing.T) {
-	t.Helper()
-	t.Cleanup(func() {
-		if t.Failed() {
-			return // the failure says more than the goroutines would
-		}
-		http.DefaultTransport.(*http.Transport).CloseIdleConnections()
-		goleak.VerifyNone(t, leakOptions()...)
-	})
-}
-
-// relInterimsSent is the module's process-wide count of 102s sent, read
-// through a registry as Prometheus would scrape it.
-func relInterimsSent(t testing.TB) float64 {
-	t.Helper()
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(interimsSent)
-	families, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var sum float64
-	for _, mf := range families {
-		for _, m := range mf.GetMetric() {
-			sum += m.GetCounter().GetValue()
-		}
-	}
-	return sum
-}
-
-// relAssertNoMoreInterims checks that the 102 count stays where it is for
-// a while: no timer of a finished request fires.
-func relAssertNoMoreInterims(t testing.TB, quiet time.Duration) {
-	t.Helper()
-	before := relInterimsSent(t)
-	time.Sleep(quiet)
-	if after := relInterimsSent(t); after != before {
-		t.Errorf("%v 102s sent after every request had ended", after-before)
-	}
-}
-
-// relCheckProgress asserts that the interims are exactly the numbered 102s
-// that `header X-Progress {http.processing.count}` makes, in order.
-func relCheckProgress(t testing.TB, res *rawResponse, atLeast int) {
-	t.Helper()
-	if len(res.Interims) < atLeast {
-		t.Fatalf("%d interim responses, want at least %d:\n%s", len(res.Interims), atLeast, res.Wire)
-	}
-	for i, in := range res.Interims {
-		want := fmt.Sprintf("HTTP/1.1 102 Processing\r\nX-Progress: %d\r\n\r\n", i+1)
-		if in.Raw != want {
-			t.Fatalf("interim %d is %q, want %q", i, in.Raw, want)
-		}
-	}
-}
 
 // relProgress numbers each 102. max 4 because quic-go's HTTP/3 client
 // gives up after 5 interim responses.
@@ -174,8 +111,8 @@ func TestDownstreamFailureAfterInterimsAnsweredByHandleErrors(t *testing.T) {
 					t.Fatalf("interims %+v, want 2 or more 102s only", s.Interims)
 				}
 				for i, in := range s.Interims {
-					if len(in.Header) != 1 || in.Header.Get("X-Progress") != strconv.Itoa(i+1) {
-						t.Fatalf("102 number %d carries %v", i+1, in.Header)
+					if err := checkProgressHeader(i+1, in.Header); err != nil {
+						t.Fatal(err)
 					}
 				}
 			})
@@ -633,7 +570,7 @@ http://127.0.0.1:{PORT} {
 				switch in.Code {
 				case http.StatusProcessing:
 					seen102++
-					want = fmt.Sprintf("HTTP/1.1 102 Processing\r\nX-Progress: %d\r\n\r\n", seen102)
+					want = progress102(seen102)
 				case http.StatusEarlyHints:
 					// A forwarded 1xx carries what Caddy would put on it
 					// without the module: the upstream's fields and the

@@ -275,8 +275,7 @@ http://127.0.0.1:{PORT} {
 			switch in.Code {
 			case http.StatusProcessing:
 				sent102++
-				want := fmt.Sprintf("HTTP/1.1 102 Processing\r\nX-Progress: %d\r\n\r\n", sent102)
-				if in.Raw != want {
+				if want := progress102(sent102); in.Raw != want {
 					t.Fatalf("102 number %d is %q, want %q", sent102, in.Raw, want)
 				}
 			case http.StatusContinue:

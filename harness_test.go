@@ -29,6 +29,7 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/quic-go/quic-go/http3"
 	"go.uber.org/goleak"
 )
@@ -259,6 +260,96 @@ func loadConfig(t testing.TB, cfg []byte) {
 	})
 }
 
+// protocolSites serves the same route over cleartext (HTTP/1.1 and h2c)
+// and TLS (HTTP/1.1, HTTP/2 and HTTP/3).
+func protocolSites(route string) string {
+	return `
+http://127.0.0.1:{PORT} {
+` + route + `
+}
+https://127.0.0.1:{TLSPORT} {
+	tls internal
+` + route + `
+}
+`
+}
+
+// ---- checks shared by the reliability tests ---------------------------------
+
+// relLeakCheck verifies, once Caddy has stopped at the end of the test, that
+// no goroutine of the test is left: no tick, no handler, no tunnel. Call it
+// before startCaddy, so that its cleanup runs after Caddy's stop.
+func relLeakCheck(t *testing.T) {
+	t.Helper()
+	t.Cleanup(func() {
+		if t.Failed() {
+			return // the failure says more than the goroutines would
+		}
+		http.DefaultTransport.(*http.Transport).CloseIdleConnections()
+		goleak.VerifyNone(t, leakOptions()...)
+	})
+}
+
+// relInterimsSent is the module's process-wide count of 102s sent, read
+// through a registry as Prometheus would scrape it.
+func relInterimsSent(t testing.TB) float64 {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(interimsSent)
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum float64
+	for _, mf := range families {
+		for _, m := range mf.GetMetric() {
+			sum += m.GetCounter().GetValue()
+		}
+	}
+	return sum
+}
+
+// relAssertNoMoreInterims checks that the 102 count stays where it is for
+// a while: no timer of a finished request fires.
+func relAssertNoMoreInterims(t testing.TB, quiet time.Duration) {
+	t.Helper()
+	before := relInterimsSent(t)
+	time.Sleep(quiet)
+	if after := relInterimsSent(t); after != before {
+		t.Errorf("%v 102s sent after every request had ended", after-before)
+	}
+}
+
+// relCheckProgress asserts that the interims are exactly the numbered 102s
+// that `header X-Progress {http.processing.count}` makes, in order.
+func relCheckProgress(t testing.TB, res *rawResponse, atLeast int) {
+	t.Helper()
+	if len(res.Interims) < atLeast {
+		t.Fatalf("%d interim responses, want at least %d:\n%s", len(res.Interims), atLeast, res.Wire)
+	}
+	for i, in := range res.Interims {
+		if want := progress102(i + 1); in.Raw != want {
+			t.Fatalf("interim %d is %q, want %q", i, in.Raw, want)
+		}
+	}
+}
+
+// progress102 is the nth 102 on the wire under
+// `header X-Progress "{http.processing.count}"`, the numbering most tests
+// configure.
+func progress102(n int) string {
+	return fmt.Sprintf("HTTP/1.1 102 Processing\r\nX-Progress: %d\r\n\r\n", n)
+}
+
+// checkProgressHeader checks that the header of the nth 102, as a Go
+// client reports it, holds exactly the X-Progress field with its count.
+func checkProgressHeader(n int, h http.Header) error {
+	if len(h) != 1 || len(h["X-Progress"]) != 1 || h.Get("X-Progress") != strconv.Itoa(n) {
+		return fmt.Errorf("102 number %d carries %v", n, h)
+	}
+	return nil
+}
+
 // ---- raw HTTP/1.x ----------------------------------------------------------
 
 // loopback is the address of a test server's port.
@@ -275,6 +366,9 @@ func rawGet(path string, fields ...string) string {
 	b.WriteString("\r\n")
 	return b.String()
 }
+
+// bareProcessing is the exact bytes of a 102 with no configured fields.
+const bareProcessing = "HTTP/1.1 102 Processing\r\n\r\n"
 
 // rawResponse is everything a raw client read for one request: each
 // interim response as it was on the wire, then the final one.
@@ -578,6 +672,60 @@ func h3Client() (*http.Client, func()) {
 	tr := &http3.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true, NextProtos: []string{http3.NextProtoH3}}}
 	trackTransport(tr)
 	return &http.Client{Transport: tr, Timeout: 60 * time.Second}, func() { tr.Close() }
+}
+
+// stressClientSet holds one Go client per kind and per Expect setting.
+type stressClientSet struct {
+	byKind  map[string]*http.Client
+	expects map[string]*http.Client
+	h3tr    *http3.Transport
+}
+
+func stressClients() *stressClientSet {
+	s := &stressClientSet{byKind: map[string]*http.Client{}, expects: map[string]*http.Client{}}
+	mk := func(set func(*http.Protocols), tlsOn, expect bool) *http.Client {
+		tr := &http.Transport{MaxConnsPerHost: 16, MaxIdleConnsPerHost: 16}
+		if tlsOn {
+			tr.TLSClientConfig = &tls.Config{InsecureSkipVerify: true}
+		}
+		if expect {
+			tr.ExpectContinueTimeout = 30 * time.Second
+		}
+		tr.Protocols = new(http.Protocols)
+		set(tr.Protocols)
+		return &http.Client{Transport: tr, Timeout: 60 * time.Second}
+	}
+	for _, expect := range []bool{false, true} {
+		m := s.byKind
+		if expect {
+			m = s.expects
+		}
+		m["h1"] = mk(func(p *http.Protocols) { p.SetHTTP1(true) }, false, expect)
+		m["h1-tls"] = mk(func(p *http.Protocols) { p.SetHTTP1(true) }, true, expect)
+		m["h2c"] = mk(func(p *http.Protocols) { p.SetUnencryptedHTTP2(true) }, false, expect)
+		m["h2"] = mk(func(p *http.Protocols) { p.SetHTTP2(true) }, true, expect)
+	}
+	s.h3tr = &http3.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true, NextProtos: []string{http3.NextProtoH3}}}
+	s.byKind["h3"] = &http.Client{Transport: s.h3tr, Timeout: 60 * time.Second}
+	return s
+}
+
+func (s *stressClientSet) pick(c stressCase) *http.Client {
+	if c.expect {
+		return s.expects[c.client]
+	}
+	return s.byKind[c.client]
+}
+
+func (s *stressClientSet) close() {
+	for _, m := range []map[string]*http.Client{s.byKind, s.expects} {
+		for k, c := range m {
+			if k != "h3" {
+				c.Transport.(*http.Transport).CloseIdleConnections()
+			}
+		}
+	}
+	s.h3tr.Close()
 }
 
 // ---- small helpers ---------------------------------------------------------

@@ -16,9 +16,6 @@ import (
 	"time"
 )
 
-// bareProcessing is the exact bytes of a 102 with no configured fields.
-const bareProcessing = "HTTP/1.1 102 Processing\r\n\r\n"
-
 func TestInterimsWhileNextHandlerWorks(t *testing.T) {
 	setBehaviour(t, "slow", sleepThen(1100*time.Millisecond, "done"))
 	port, _ := startCaddy(t, `

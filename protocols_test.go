@@ -17,20 +17,6 @@ import (
 	"time"
 )
 
-// protocolSites serves the same route over cleartext (HTTP/1.1 and h2c)
-// and TLS (HTTP/1.1, HTTP/2 and HTTP/3).
-func protocolSites(route string) string {
-	return `
-http://127.0.0.1:{PORT} {
-` + route + `
-}
-https://127.0.0.1:{TLSPORT} {
-	tls internal
-` + route + `
-}
-`
-}
-
 func TestEveryProtocolGetsInterims(t *testing.T) {
 	setBehaviour(t, "slow", sleepThen(600*time.Millisecond, "slow body"))
 	port, tlsPort := startCaddy(t, protocolSites(`

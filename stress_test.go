@@ -14,7 +14,6 @@ import (
 	"compress/gzip"
 	"context"
 	"crypto/sha256"
-	"crypto/tls"
 	"encoding/hex"
 	"fmt"
 	"io"
@@ -28,8 +27,6 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/quic-go/quic-go/http3"
 )
 
 // stressBody is the deterministic response body for seed: letters from a
@@ -257,60 +254,6 @@ func TestMixedStressAllProtocols(t *testing.T) {
 	relAssertNoMoreInterims(t, 50*time.Millisecond)
 }
 
-// stressClientSet holds one Go client per kind and per Expect setting.
-type stressClientSet struct {
-	byKind  map[string]*http.Client
-	expects map[string]*http.Client
-	h3tr    *http3.Transport
-}
-
-func stressClients() *stressClientSet {
-	s := &stressClientSet{byKind: map[string]*http.Client{}, expects: map[string]*http.Client{}}
-	mk := func(set func(*http.Protocols), tlsOn, expect bool) *http.Client {
-		tr := &http.Transport{MaxConnsPerHost: 16, MaxIdleConnsPerHost: 16}
-		if tlsOn {
-			tr.TLSClientConfig = &tls.Config{InsecureSkipVerify: true}
-		}
-		if expect {
-			tr.ExpectContinueTimeout = 30 * time.Second
-		}
-		tr.Protocols = new(http.Protocols)
-		set(tr.Protocols)
-		return &http.Client{Transport: tr, Timeout: 60 * time.Second}
-	}
-	for _, expect := range []bool{false, true} {
-		m := s.byKind
-		if expect {
-			m = s.expects
-		}
-		m["h1"] = mk(func(p *http.Protocols) { p.SetHTTP1(true) }, false, expect)
-		m["h1-tls"] = mk(func(p *http.Protocols) { p.SetHTTP1(true) }, true, expect)
-		m["h2c"] = mk(func(p *http.Protocols) { p.SetUnencryptedHTTP2(true) }, false, expect)
-		m["h2"] = mk(func(p *http.Protocols) { p.SetHTTP2(true) }, true, expect)
-	}
-	s.h3tr = &http3.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true, NextProtos: []string{http3.NextProtoH3}}}
-	s.byKind["h3"] = &http.Client{Transport: s.h3tr, Timeout: 60 * time.Second}
-	return s
-}
-
-func (s *stressClientSet) pick(c stressCase) *http.Client {
-	if c.expect {
-		return s.expects[c.client]
-	}
-	return s.byKind[c.client]
-}
-
-func (s *stressClientSet) close() {
-	for _, m := range []map[string]*http.Client{s.byKind, s.expects} {
-		for k, c := range m {
-			if k != "h3" {
-				c.Transport.(*http.Transport).CloseIdleConnections()
-			}
-		}
-	}
-	s.h3tr.Close()
-}
-
 // stressCheckFinal checks what every client must get: the body for the
 // seed, the upload's hash, the site's field and the handler's fields.
 func stressCheckFinal(c stressCase, status int, h http.Header, body []byte, upload []byte) error {
@@ -326,15 +269,6 @@ func stressCheckFinal(c stressCase, status int, h http.Header, body []byte, uplo
 	}
 	if h.Get("X-Site") != "stress" || h.Get("X-Secret") != "final-only" {
 		return fmt.Errorf("final response lost fields: %v", h)
-	}
-	return nil
-}
-
-// stressCheck102 checks that the interim header h of the nth 102 holds
-// exactly the configured field with its count.
-func stressCheck102(n int, h http.Header) error {
-	if len(h) != 1 || len(h["X-Progress"]) != 1 || h.Get("X-Progress") != strconv.Itoa(n) {
-		return fmt.Errorf("102 number %d carries %v", n, h)
 	}
 	return nil
 }
@@ -394,8 +328,7 @@ func stressRaw(address string, c stressCase, rounds int) (stressOutcome, error) 
 				return out, fmt.Errorf("round %d: interim %d after the 100: %q", round, in.Code, in.Raw)
 			}
 			out.interims102++
-			want := fmt.Sprintf("HTTP/1.1 102 Processing\r\nX-Progress: %d\r\n\r\n", i+1)
-			if in.Raw != want {
+			if want := progress102(i + 1); in.Raw != want {
 				return out, fmt.Errorf("round %d: 102 is %q, want %q", round, in.Raw, want)
 			}
 		}
@@ -441,7 +374,7 @@ func stressGo(client *http.Client, base string, c stressCase) (stressOutcome, er
 				n100++
 			case code == http.StatusProcessing:
 				n102++
-				if err := stressCheck102(n102, http.Header(h)); err != nil && trouble == nil {
+				if err := checkProgressHeader(n102, http.Header(h)); err != nil && trouble == nil {
 					trouble = err
 				}
 			default:
