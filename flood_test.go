@@ -168,7 +168,7 @@ http://127.0.0.1:{PORT} {
 	}
 	// Each waiting request holds net/http's connection goroutine and its
 	// background reader, with or without the module: the module's 102s
-	// come from timers, and it adds no goroutine of its own per request.
+	// are scheduled, and no goroutine of its own waits for them.
 	if extra := (gProc - g1) - (gBare - g0); extra > maxSharedGoroutines {
 		t.Errorf("%d more goroutines with the module for %d waiting requests (at most %d shared by all)", extra, n, maxSharedGoroutines)
 	}
