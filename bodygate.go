@@ -28,18 +28,19 @@ func (w *interimWriter) gateBody(r *http.Request) {
 	if r.Body == nil || r.Body == http.NoBody {
 		return
 	}
+	var gate *gatedBody
 	switch {
 	case r.ProtoMajor == 1 && httpguts.HeaderValuesContainsToken(r.Header["Expect"], "100-continue"):
-		w.gate = &gatedBody{ReadCloser: r.Body, w: w, sendContinue: true}
+		gate = &gatedBody{ReadCloser: r.Body, w: w, sendContinue: true}
 	case w.http2 && r.ContentLength != 0:
-		w.gate = &gatedBody{ReadCloser: r.Body, w: w}
+		gate = &gatedBody{ReadCloser: r.Body, w: w}
 	default:
 		return
 	}
 	// The wrapper stays in r.Body after ServeHTTP returned (finish does
 	// not write r again): a transport may read it late, and then it only
 	// passes through.
-	r.Body = w.gate
+	r.Body = gate
 	w.setStateLocked(stateAwaitingBody)
 }
 

@@ -65,7 +65,7 @@ func (w *interimWriter) handOutLocked() http.Header {
 		w.held = make(http.Header, len(w.realHeader)+4)
 		moveHeader(w.held, w.realHeader)
 	case fieldsStashed:
-		w.held = make(http.Header, w.stash.n+4)
+		w.held = make(http.Header, len(w.stash.keys)+4)
 		w.stash.moveTo(w.held)
 	}
 	w.where = fieldsHeld
@@ -119,8 +119,7 @@ var forceHeaderClone = []string{"chunked"}
 // fieldStash holds the few header fields of a request whose real map was
 // emptied for a 102 before the next handler asked for a map.
 type fieldStash struct {
-	n      int
-	keys   [2]string
+	keys   [2]string // "" where unused
 	values [2][]string
 }
 
@@ -129,9 +128,10 @@ func (s *fieldStash) take(h http.Header) bool {
 	if len(h) > len(s.keys) {
 		return false
 	}
+	i := 0
 	for k, v := range h {
-		s.keys[s.n], s.values[s.n] = k, v
-		s.n++
+		s.keys[i], s.values[i] = k, v
+		i++
 	}
 	clear(h)
 	return true
@@ -139,8 +139,10 @@ func (s *fieldStash) take(h http.Header) bool {
 
 // copyTo adds the stashed fields to h.
 func (s *fieldStash) copyTo(h http.Header) {
-	for i := range s.n {
-		h[s.keys[i]] = s.values[i]
+	for i, k := range s.keys {
+		if k != "" {
+			h[k] = s.values[i]
+		}
 	}
 }
 

@@ -44,30 +44,35 @@ const InterimCountVar = "processing.interim_count"
 // configured `header` fields, never a header another handler has set.
 // HTTP/1.0 requests never get one (RFC 9110 §15.2).
 type Handler struct {
-	// Time between two 102 responses. Default: 20s, the guidance of
-	// RFC 2518 §10.1.
+	// Time between two 102 responses, a duration: a string such as "20s"
+	// or "1m30s", or an integer of nanoseconds. Must be positive.
+	// Default: 20s, the guidance of RFC 2518 §10.1.
 	Interval caddy.Duration `json:"interval,omitempty"`
 
-	// How long a request must have run before its first 102. Default: the
-	// interval. A request carrying `Prefer: processing` gets its first 102 at
-	// once instead.
+	// How long a request must have run before its first 102, a duration
+	// like `interval`. Must be positive. Default: the interval. A request
+	// carrying `Prefer: processing` gets its first 102 at once instead.
 	Delay caddy.Duration `json:"delay,omitempty"`
 
-	// At most this many 102 responses for one request; 0 means no limit.
-	// Some clients and proxies give up after a handful of interim responses
-	// (quic-go and old Go clients after 5, Java's HttpClient after 8, Apache
-	// mod_proxy after 10).
+	// At most this many 102 responses for one request, a count. Default: 0,
+	// no limit. Some clients and proxies give up after a handful of interim
+	// responses (quic-go and old Go clients after 5, Java's HttpClient
+	// after 8, Apache mod_proxy after 10).
 	Max int `json:"max,omitempty"`
 
 	// Send 102 responses only to requests that ask for them with
-	// `Prefer: processing` (draft-wright-http-progress). Default: false.
+	// `Prefer: processing` (draft-wright-http-progress), for clients that
+	// take a 102 for the final response. Default: false, every request.
 	OptIn bool `json:"opt_in,omitempty"`
 
-	// Header fields put on every 102, field name to values. Caddy
-	// placeholders are resolved once when the request starts; the module's
-	// own `{http.processing.count}` (1 for the first 102) and
+	// Header fields put on every 102, field name to a list of values.
+	// Default: none, a bare `102 Processing`. Caddy placeholders are
+	// resolved once when the request starts; the module's own
+	// `{http.processing.count}` (1 for the first 102) and
 	// `{http.processing.elapsed}` (time since the request reached this
 	// handler, such as `20.001s`) are filled in for each 102.
+	// Content-Length, Transfer-Encoding, Connection, Trailer and Upgrade
+	// are refused.
 	Header http.Header `json:"header,omitempty"`
 
 	interval time.Duration

@@ -43,7 +43,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	// after RoundTrip returned; a handler's goroutine may keep the writer).
 	// Once stop has run, every such late call finds the writer done.
 	iw := &interimWriter{h: h, rw: w, realHeader: w.Header(), ctx: r.Context()}
-	iw.entry.target = iw
+	iw.entry.owner = iw
 	setCountVar(vars, &iw.count)
 	iw.begin(r, prefer)
 	returned := false
@@ -92,7 +92,7 @@ func setCountVar(vars map[string]any, c *interimCount) {
 //
 // A 1xx of the next handler's own (forwardInterim) is written in the first
 // three states and restarts the 102 schedule.
-type requestState uint32
+type requestState uint8
 
 const (
 	// stateWaiting: 102s are scheduled; the final status is not written.
@@ -131,15 +131,17 @@ type interimWriter struct {
 	ctx        context.Context
 	start      time.Duration // on monoClock
 	http2      bool
-	fields     []headerField
-	entry      wheelEntry
+	// fields are the handler's, or this request's when they hold Caddy
+	// placeholders (resolved once, on the request's goroutine).
+	fields *[]headerField
+	entry  wheelEntry
 
 	// count is how many 102s this module sent, the value of the request
 	// variable InterimCountVar. Written under mu, read from anywhere.
 	count interimCount
 	// stateCopy is state, for reads without mu (the ResponseWriter
 	// methods' checks). Written only together with state, under mu.
-	stateCopy atomic.Uint32
+	stateCopy atomic.Uint32 // holds a requestState
 
 	// mu serialises everything written to rw before the final status:
 	// 102s, 1xx from the next handler's goroutines, the module's 100
@@ -154,7 +156,7 @@ type interimWriter struct {
 	// before rounding: 102s keep to delay + k × interval from the start,
 	// or from the next handler's last 1xx.
 	nextDue time.Duration
-	dueGen  uint64 // the generation of the scheduled fire; others are stale
+	dueGen  uint32 // the generation of the scheduled fire; others are stale
 	stash   fieldStash
 	// held is the header map the next handler sees before the final
 	// status, once it asked for one or a 102 moved its fields there. The
@@ -164,9 +166,6 @@ type interimWriter struct {
 	// handedOut is set, under mu, once held was given to the next
 	// handler; read without mu by Header.
 	handedOut atomic.Bool
-	// gate is the request body's wrapper while 102s wait for its first
-	// read; set by begin.
-	gate *gatedBody
 }
 
 // begin arms the first 102. No other goroutine can see the writer yet.
@@ -174,9 +173,10 @@ func (w *interimWriter) begin(r *http.Request, prefer bool) {
 	h := w.h
 	w.start = monoClock{}.now()
 	w.http2 = r.ProtoMajor == 2
-	w.fields = h.fields
+	w.fields = &h.fields
 	if h.resolveFields {
-		w.fields = resolveFields(h.fields, r)
+		resolved := resolveFields(h.fields, r)
+		w.fields = &resolved
 	}
 	w.gateBody(r)
 
@@ -217,7 +217,7 @@ func (w *interimWriter) scheduleLocked(at time.Duration) {
 }
 
 // due runs on a goroutine the wheel started for this request's fire.
-func (w *interimWriter) due(gen uint64) {
+func (w *interimWriter) due(gen uint32) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if gen != w.dueGen {
@@ -252,8 +252,8 @@ func (w *interimWriter) sendInterimLocked(now time.Duration) {
 	}
 	w.vacateLocked()
 	count++
-	w.count.n.Store(int64(count))
-	for _, f := range w.fields {
+	w.count.n.Store(int32(count))
+	for _, f := range *w.fields {
 		if f.perInterim {
 			w.realHeader[f.name] = fillInterimPlaceholders(f.values, count, now-w.start)
 		} else {
@@ -348,19 +348,19 @@ func (w *interimWriter) finish(r *http.Request, err error, panicking bool) {
 // fmt fallback of caddy.ToString) and marshals as a JSON number (log_append
 // logs it with zap.Any, which reflects it). It is not a fmt.Stringer on
 // purpose: zap.Any logs a Stringer as a JSON string.
-type interimCount struct{ n atomic.Int64 }
+type interimCount struct{ n atomic.Int32 }
 
 func (c *interimCount) load() int { return int(c.n.Load()) }
 
 // Format implements fmt.Formatter.
 func (c *interimCount) Format(f fmt.State, _ rune) {
 	var buf [20]byte
-	_, _ = f.Write(strconv.AppendInt(buf[:0], c.n.Load(), 10))
+	_, _ = f.Write(strconv.AppendInt(buf[:0], int64(c.n.Load()), 10))
 }
 
 // MarshalJSON implements json.Marshaler.
 func (c *interimCount) MarshalJSON() ([]byte, error) {
-	return strconv.AppendInt(nil, c.n.Load(), 10), nil
+	return strconv.AppendInt(nil, int64(c.n.Load()), 10), nil
 }
 
 // noInterims is the variable's value for a request the module leaves alone

@@ -150,7 +150,7 @@ func benchRequest(header ...string) *http.Request {
 		r.Header.Set(header[i], header[i+1])
 	}
 	ctx := context.WithValue(r.Context(), caddy.ReplacerCtxKey, caddy.NewReplacer())
-	ctx = context.WithValue(ctx, caddyhttp.VarsCtxKey, map[string]any{})
+	ctx = context.WithValue(ctx, caddyhttp.VarsCtxKey, map[string]any{"start_time": time.Now()})
 	return r.WithContext(ctx)
 }
 

@@ -2,6 +2,7 @@ package processing
 
 import (
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -56,26 +57,22 @@ func (monoClock) now() time.Duration { return time.Since(monoBase) }
 
 func (monoClock) afterFunc(d time.Duration, f func()) clockTimer { return time.AfterFunc(d, f) }
 
-// dueTarget is what an entry belongs to: the wheel calls due on its own
-// goroutine, one per entry, with the generation the entry was scheduled
-// with.
-type dueTarget interface {
-	due(gen uint64)
-}
-
 // wheelEntry is one scheduled fire; a request embeds one and reuses it for
 // each of its 102s.
 type wheelEntry struct {
 	// Guarded by the wheel's mu.
 	prev, next *wheelEntry
 	tick       int64 // the tick it is due at
-	gen        uint64
+	gen        uint32
 	where      entryWhere
 	// waiter, if not nil, is closed when a dispatched fire has returned
 	// (see cancel).
 	waiter chan struct{}
 
-	target dueTarget // set once, before the first schedule
+	// owner is the request the entry belongs to, set once before the
+	// first schedule; the wheel calls its due on a goroutine of its own,
+	// with the generation the entry was scheduled with.
+	owner *interimWriter
 }
 
 // entryWhere is where an entry stands on the wheel.
@@ -98,9 +95,11 @@ type wheel struct {
 	n       int                    // entries listed
 	timer   clockTimer             // made at the first start
 	running bool                   // a tick is armed; cleared by a tick that finds no entry
-	// dispatch starts the fire of a due entry; go e.target.due(gen) in
-	// production, replaceable in tests.
-	dispatch func(e *wheelEntry, gen uint64)
+	// dispatch starts the fires of the entries due in one tick, each with
+	// the generation it was scheduled with; fireAll in production,
+	// replaced in the wheel's tests. It must call fired for each entry
+	// once its fire returned.
+	dispatch func(due []*wheelEntry, gens []uint32)
 }
 
 func newWheel(c clock) *wheel {
@@ -108,14 +107,14 @@ func newWheel(c clock) *wheel {
 	for i := range w.slots {
 		w.slots[i].prev, w.slots[i].next = &w.slots[i], &w.slots[i]
 	}
-	w.dispatch = w.goFire
+	w.dispatch = w.fireAll
 	return w
 }
 
 // schedule puts e on the wheel to fire at time at (on the wheel's clock),
 // replacing any earlier schedule of e, and returns the generation its fire
 // will carry. A time already passed fires at the next tick.
-func (w *wheel) schedule(e *wheelEntry, at time.Duration) uint64 {
+func (w *wheel) schedule(e *wheelEntry, at time.Duration) uint32 {
 	tick := int64((at + wheelTick - 1) / wheelTick)
 	w.mu.Lock()
 	if e.prev != nil {
@@ -206,7 +205,7 @@ func (w *wheel) unlinkLocked(e *wheelEntry) {
 // busy), dispatches what is due, and re-arms for the next tick boundary.
 func (w *wheel) advance() {
 	var due []*wheelEntry
-	var gens []uint64
+	var gens []uint32
 	w.mu.Lock()
 	now := w.clock.now()
 	target := int64(now / wheelTick)
@@ -235,21 +234,40 @@ func (w *wheel) advance() {
 		w.timer.Reset(wheelTick - now%wheelTick)
 	}
 	w.mu.Unlock()
-	for i, e := range due {
-		w.dispatch(e, gens[i])
+	if len(due) > 0 {
+		w.dispatch(due, gens)
 	}
 }
 
-// goFire runs the fire of e on a goroutine of its own, so that a write
-// blocked on one client (HTTP/1.1 flushes every 1xx; an HTTP/2 connection
-// may be stuck behind a large download) holds back no other request, and
-// so that 102s of one HTTP/2 connection that fall due together are queued
-// together and share x/net's flush.
-func (w *wheel) goFire(e *wheelEntry, gen uint64) {
-	go func() {
-		e.target.due(gen)
-		w.fired(e)
-	}()
+// maxFireGoroutines bounds the goroutines that send the 102s due in one
+// tick. A goroutine per 102 would start as many as there are requests
+// whose 102s fall due together (all of them, for requests that started
+// together), and the runtime keeps every goroutine's descriptor for the
+// life of the process.
+const maxFireGoroutines = 64
+
+// fireAll sends the 102s due in one tick off the wheel's goroutine, on up
+// to maxFireGoroutines goroutines that each take the next due entry until
+// none is left. A write blocked on one client (HTTP/1.1 flushes every 1xx;
+// an HTTP/2 connection may be stuck behind a large download) holds up only
+// its own goroutine while the others carry on, so it holds back no other
+// request unless maxFireGoroutines writes block at once. The fires of one
+// tick run concurrently, so the 102s of the streams of one HTTP/2
+// connection queue together and share x/net's flush.
+func (w *wheel) fireAll(due []*wheelEntry, gens []uint32) {
+	var next atomic.Int32
+	for range min(len(due), maxFireGoroutines) {
+		go func() {
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= len(due) {
+					return
+				}
+				due[i].owner.due(gens[i])
+				w.fired(due[i])
+			}
+		}()
+	}
 }
 
 // wheels holds the process's one wheel, shared by every handler of every

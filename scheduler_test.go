@@ -68,31 +68,33 @@ func (c *fakeClock) advance(d time.Duration) {
 	}
 }
 
-// testTarget records its fires.
+// testTarget records the fires of one entry.
 type testTarget struct {
 	fires []time.Duration
-	gens  []uint64
-	clock *fakeClock
+	gens  []uint32
 }
 
-func (tt *testTarget) due(gen uint64) {
-	tt.fires = append(tt.fires, tt.clock.now())
-	tt.gens = append(tt.gens, gen)
-}
+// targets maps the entries of the test's wheel to their records.
+var targets = map[*wheelEntry]*testTarget{}
 
 func newTestWheel() (*wheel, *fakeClock) {
 	c := &fakeClock{t: 1000 * time.Millisecond}
 	w := newWheel(c)
-	w.dispatch = func(e *wheelEntry, gen uint64) {
-		e.target.due(gen)
-		w.fired(e)
+	w.dispatch = func(due []*wheelEntry, gens []uint32) {
+		for i, e := range due {
+			tt := targets[e]
+			tt.fires = append(tt.fires, c.now())
+			tt.gens = append(tt.gens, gens[i])
+			w.fired(e)
+		}
 	}
 	return w, c
 }
 
-func newEntry(c *fakeClock) (*wheelEntry, *testTarget) {
-	tt := &testTarget{clock: c}
-	return &wheelEntry{target: tt}, tt
+func newEntry(_ *fakeClock) (*wheelEntry, *testTarget) {
+	e, tt := new(wheelEntry), new(testTarget)
+	targets[e] = tt
+	return e, tt
 }
 
 func TestWheelFiresAtItsTickNeverEarlier(t *testing.T) {
@@ -205,7 +207,7 @@ func TestWheelCancelWaitsForADispatchedFire(t *testing.T) {
 	w, c := newTestWheel()
 	e, _ := newEntry(c)
 	var fire func()
-	w.dispatch = func(e *wheelEntry, gen uint64) { fire = func() { w.fired(e) } }
+	w.dispatch = func(due []*wheelEntry, _ []uint32) { fire = func() { w.fired(due[0]) } }
 	w.schedule(e, c.now()+time.Millisecond)
 	c.advance(2 * time.Millisecond)
 	if fire == nil {
@@ -237,10 +239,10 @@ func TestWheelFireThatReschedules(t *testing.T) {
 	w, c := newTestWheel()
 	e, _ := newEntry(c)
 	var fire func()
-	w.dispatch = func(e *wheelEntry, gen uint64) {
+	w.dispatch = func(due []*wheelEntry, _ []uint32) {
 		fire = func() {
-			w.schedule(e, c.now()+10*time.Millisecond)
-			w.fired(e)
+			w.schedule(due[0], c.now()+10*time.Millisecond)
+			w.fired(due[0])
 		}
 	}
 	w.schedule(e, c.now()+time.Millisecond)
