@@ -231,11 +231,11 @@ func TestLateFirstBodyReadTouchesNoOtherResponse(t *testing.T) {
 	setBehaviour(t, "second", l.second)
 	port, _ := startCaddy(t, lateUseSites)
 
-	first := rawRequest(t, addr(port), "POST /first HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 5\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n")
+	first := rawRequest(t, loopback(port), "POST /first HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 5\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n")
 	if first.Status != 200 || string(first.Body) != "first" || len(first.Interims) != 0 {
 		t.Fatalf("first request: %d %q with %d interims\n%s", first.Status, first.Body, len(first.Interims), first.Wire)
 	}
-	second := rawRequest(t, addr(port), "GET /second HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+	second := rawRequest(t, loopback(port), rawGet("/second"))
 	checkSecondRaw(t, second)
 	if err := <-readErr; err == nil {
 		t.Errorf("a first read of a finished request's body succeeded; want net/http's error")
@@ -270,11 +270,11 @@ func TestLateInterimFromAGoroutineTouchesNoOtherResponse(t *testing.T) {
 			port, _ := startCaddy(t, lateUseSites)
 
 			if proto == "HTTP/1.1" {
-				first := rawRequest(t, addr(port), "GET /first HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+				first := rawRequest(t, loopback(port), rawGet("/first"))
 				if first.Status != 200 || string(first.Body) != "first" || len(first.Interims) != 0 {
 					t.Fatalf("first request: %d %q\n%s", first.Status, first.Body, first.Wire)
 				}
-				checkSecondRaw(t, rawRequest(t, addr(port), "GET /second HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"))
+				checkSecondRaw(t, rawRequest(t, loopback(port), rawGet("/second")))
 			} else {
 				// One HTTP/2 connection carries both requests.
 				client := h2cClient()
@@ -347,7 +347,7 @@ http://127.0.0.1:{PORT} {
 	}
 	want := map[string]float64{}
 	for _, c := range cases {
-		res := rawRequest(t, addr(port), c.request)
+		res := rawRequest(t, loopback(port), c.request)
 		n := len(res.Interims)
 		if res.Status != 200 || string(res.Body) != "done" || (n > 0) != c.some {
 			t.Fatalf("%s: %d %q with %d interims\n%s", c.name, res.Status, res.Body, n, res.Wire)
@@ -413,7 +413,7 @@ http://127.0.0.1:{PORT} {
 		}
 		return serr
 	}}
-	stalled, err := d.Dial("tcp", addr(port))
+	stalled, err := d.Dial("tcp", loopback(port))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -430,12 +430,10 @@ http://127.0.0.1:{PORT} {
 		return false
 	})
 
-	conn, start := sendRaw(t, addr(port), "GET /other HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
-	defer conn.Close()
 	time.AfterFunc(400*time.Millisecond, func() { close(release) })
-	res, err := readRawResponse(conn, start, false)
-	if err != nil || res.Status != 200 || string(res.Body) != "done" {
-		t.Fatalf("the other request: %v %d %q", err, res.Status, res.Body)
+	res := rawRequest(t, loopback(port), rawGet("/other"))
+	if res.Status != 200 || string(res.Body) != "done" {
+		t.Fatalf("the other request: %d %q", res.Status, res.Body)
 	}
 	// 400 ms at a 2 ms interval is about 200 102s; a request held back
 	// by the stalled one would get none until the release.

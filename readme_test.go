@@ -64,7 +64,7 @@ http://127.0.0.1:{PORT} {
 	test_work slow
 }
 `)
-	res := rawRequest(t, addr(port), getClose)
+	res := rawRequest(t, loopback(port), rawGet("/"))
 	if len(res.Interims) != 2 || res.Status != 200 {
 		t.Fatalf("got %d interims and %d:\n%s", len(res.Interims), res.Status, res.Wire)
 	}
@@ -123,8 +123,8 @@ func TestCaddyfileExampleAsTheREADMEShowsIt(t *testing.T) {
 	}
 	loadConfig(t, adapt(t, text))
 
-	fromCurl := rawRequest(t, addr(port), "GET /slow?seconds=4.5 HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: curl/7.88.1\r\nConnection: close\r\n\r\n")
-	fromPython := rawRequest(t, addr(port), "GET /slow?seconds=2.5 HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: python-requests/2.31.0\r\nConnection: close\r\n\r\n")
+	fromCurl := rawRequest(t, loopback(port), "GET /slow?seconds=4.5 HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: curl/7.88.1\r\nConnection: close\r\n\r\n")
+	fromPython := rawRequest(t, loopback(port), "GET /slow?seconds=2.5 HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: python-requests/2.31.0\r\nConnection: close\r\n\r\n")
 
 	if fromCurl.Status != 200 || string(fromCurl.Body) != "done after 4.5 seconds\n" || len(fromCurl.Interims) != 2 {
 		t.Fatalf("curl: %d %q after %d interims:\n%s", fromCurl.Status, fromCurl.Body, len(fromCurl.Interims), fromCurl.Wire)

@@ -109,24 +109,29 @@ func (w *interimWriter) commit(code int) {
 // Write commits an implicit 200 explicitly, so that Caddy's access log and
 // metrics, which saw the 102s go by, record the real final status.
 func (w *interimWriter) Write(p []byte) (int, error) {
-	switch w.loadState() {
-	case stateDone:
-		return 0, errHandlerReturned
-	case stateCommitted, stateHijacked:
-	default:
-		w.commit(http.StatusOK)
+	if err := w.beforeBody(); err != nil {
+		return 0, err
 	}
 	return w.rw.Write(p)
 }
 
-// ReadFrom keeps file_server's sendfile path.
-func (w *interimWriter) ReadFrom(src io.Reader) (int64, error) {
+// beforeBody commits an implicit 200 unless a final status is written, and
+// refuses once the handler returned.
+func (w *interimWriter) beforeBody() error {
 	switch w.loadState() {
 	case stateDone:
-		return 0, errHandlerReturned
+		return errHandlerReturned
 	case stateCommitted, stateHijacked:
 	default:
 		w.commit(http.StatusOK)
+	}
+	return nil
+}
+
+// ReadFrom keeps file_server's sendfile path.
+func (w *interimWriter) ReadFrom(src io.Reader) (int64, error) {
+	if err := w.beforeBody(); err != nil {
+		return 0, err
 	}
 	if rf, ok := w.rw.(io.ReaderFrom); ok {
 		return rf.ReadFrom(src)
@@ -136,12 +141,8 @@ func (w *interimWriter) ReadFrom(src io.Reader) (int64, error) {
 
 // FlushError is what http.ResponseController.Flush calls.
 func (w *interimWriter) FlushError() error {
-	switch w.loadState() {
-	case stateDone:
-		return errHandlerReturned
-	case stateCommitted, stateHijacked:
-	default:
-		w.commit(http.StatusOK)
+	if err := w.beforeBody(); err != nil {
+		return err
 	}
 	return http.NewResponseController(w.rw).Flush()
 }
