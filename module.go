@@ -70,6 +70,12 @@ type Handler struct {
 	// handler, such as `20.001s`) are filled in for each 102.
 	Header http.Header `json:"header,omitempty"`
 
+	// Async mode: a request carrying `Prefer: respond-async` (RFC 7240
+	// §4.1) becomes a job; if it is not done within `wait` the client gets
+	// `202 Accepted` and polls a status monitor for the result. Default:
+	// off, every request is served as without it.
+	Async *AsyncConfig `json:"async,omitempty"`
+
 	interval time.Duration
 	delay    time.Duration
 	fields   []headerField
@@ -120,7 +126,22 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		}
 		h.fields = append(h.fields, f)
 	}
-	return registerMetrics(ctx.GetMetricsRegistry())
+	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
+		return err
+	}
+	if h.Async != nil {
+		return h.Async.provision(ctx, h.logger)
+	}
+	return nil
+}
+
+// Cleanup lets go of async mode's job registry; when the last handler
+// with async goes (caddy stop), the running jobs are cancelled.
+func (h *Handler) Cleanup() error {
+	if h.Async != nil {
+		h.Async.cleanup()
+	}
+	return nil
 }
 
 // Validate rejects a configuration that cannot work.
@@ -138,6 +159,9 @@ func (h *Handler) Validate() error {
 		if err := validateHeaderField(name, values); err != nil {
 			return err
 		}
+	}
+	if h.Async != nil {
+		return h.Async.validate()
 	}
 	return nil
 }
@@ -176,5 +200,6 @@ func hasCaddyPlaceholder(v string) bool {
 var (
 	_ caddy.Provisioner           = (*Handler)(nil)
 	_ caddy.Validator             = (*Handler)(nil)
+	_ caddy.CleanerUpper          = (*Handler)(nil)
 	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
 )

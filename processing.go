@@ -22,6 +22,11 @@ import (
 
 // ServeHTTP sends 102 responses while next works on the request.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) (err error) {
+	if h.Async != nil {
+		if handled, err := h.Async.serve(w, r, next); handled {
+			return err
+		}
+	}
 	// RFC 9110 §15.2: a server must not send a 1xx to an HTTP/1.0 client,
 	// and Go's server would send one anyway.
 	if !r.ProtoAtLeast(1, 1) {
