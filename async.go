@@ -108,7 +108,10 @@ func (a *AsyncConfig) provision(ctx caddy.Context, logger *zap.Logger) error {
 	if a.MaxStored == 0 {
 		a.MaxStored = defaultAsyncMaxStored
 	}
-	a.storage = ctx.Storage()
+	a.storage = configStorage(ctx)
+	if a.storage == nil {
+		return fmt.Errorf("async: this config has no storage")
+	}
 	a.logger = logger.Named("async")
 	if err := registerAsyncMetrics(ctx.GetMetricsRegistry()); err != nil {
 		return err
@@ -118,6 +121,14 @@ func (a *AsyncConfig) provision(ctx caddy.Context, logger *zap.Logger) error {
 	}
 	a.acquired = true
 	return nil
+}
+
+// configStorage is ctx.Storage(), or nil for a context made without a
+// config (caddy.NewContext, as tests do), where that method dereferences a
+// nil config.
+func configStorage(ctx caddy.Context) (s certmagic.Storage) {
+	defer func() { _ = recover() }()
+	return ctx.Storage()
 }
 
 func durationOr(d caddy.Duration, def time.Duration) time.Duration {

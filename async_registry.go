@@ -102,12 +102,27 @@ func (g *jobRegistry) release() {
 	for _, j := range running {
 		j.cancel(errShutdown)
 	}
+	// A handler that ignores its context would hold `caddy stop` for
+	// ever: wait a bounded time, after which such a job records its
+	// outcome whenever it ends.
+	deadline := time.NewTimer(shutdownWait)
+	defer deadline.Stop()
 	for _, j := range running {
-		<-j.ended
+		select {
+		case <-j.ended:
+		case <-deadline.C:
+			g.logger.Warn("async jobs still running after being cancelled at shutdown", zap.Duration("waited", shutdownWait))
+			close(stop)
+			<-done
+			return
+		}
 	}
 	close(stop)
 	<-done
 }
+
+// shutdownWait bounds how long the last cleanup waits for cancelled jobs.
+const shutdownWait = 10 * time.Second
 
 // reserve adds a job if fewer than maxJobs run and the stored results are
 // under maxStored; ok is false otherwise.
