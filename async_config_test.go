@@ -124,7 +124,7 @@ http://127.0.0.1:8081 {
 			}
 		}
 	}
-	wantFull := `{"async":{"wait":3000000000,"monitor":"/jobs/","keep":600000000000,"max_body":1048576,"max_result":2000000,"max_jobs":7,"max_stored":1073741824,"refresh":1000000000},"handler":"processing"}`
+	wantFull := `{"async":{"keep":600000000000,"max_body":1048576,"max_jobs":7,"max_result":2000000,"max_stored":1073741824,"monitor":"/jobs/","refresh":1000000000,"wait":3000000000},"handler":"processing"}`
 	if got[":8080"] != wantFull {
 		t.Errorf("adapted handler:\n%s\nwant\n%s", got[":8080"], wantFull)
 	}

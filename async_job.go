@@ -61,6 +61,7 @@ type job struct {
 	// refresh never overwrites the final state; final is guarded by it.
 	storeMu sync.Mutex
 	final   bool
+	stored  int64 // bytes of the result this job stored
 }
 
 // jobIDBytes is 144 bits from crypto/rand: more than the 128 the issue
@@ -125,6 +126,9 @@ func (a *AsyncConfig) submit(w http.ResponseWriter, r *http.Request, next caddyh
 	}
 	j.auth = authHash(j.id, r.Header["Authorization"])
 	j.rec.max = a.MaxResult
+	// Made here, not lazily: reverse_proxy calls Header from its
+	// transport's goroutine for an upstream's 1xx, possibly first.
+	j.rec.header = make(http.Header)
 
 	// Limits first, before a byte of the body is read (the issue's rule):
 	// a refused client has sent only its header.
@@ -298,7 +302,7 @@ func (j *job) finish() {
 	rec := j.record(status, reason, now)
 	rec.Ended, rec.ResultSize = now, size
 	j.storeMu.Lock()
-	j.final = true
+	j.final, j.stored = true, size
 	err := storeJobRecord(ctx, storage, rec)
 	j.storeMu.Unlock()
 	if err != nil {
@@ -333,10 +337,13 @@ func (j *job) outcome() (status, reason string) {
 	return statusSucceeded, ""
 }
 
-func (j *job) markFinal() {
+// markFinal stops every later write of the job's record, and returns how
+// many result bytes the job stored.
+func (j *job) markFinal() int64 {
 	j.storeMu.Lock()
+	defer j.storeMu.Unlock()
 	j.final = true
-	j.storeMu.Unlock()
+	return j.stored
 }
 
 // record is the job's record in the given state.
@@ -433,7 +440,10 @@ func detachedRequest(ctx context.Context, r *http.Request, body *bufferedBody) *
 
 	jr := r.Clone(ctx)
 	start := vars["start_time"]
-	caddyhttp.NewTestReplacer(jr) // a new replacer bound to jr, in jr's context
+	// Despite its name, NewTestReplacer is what a handler needs here: a
+	// new replacer with the HTTP placeholders bound to jr, put into jr's
+	// context (caddyhttp's own prepareRequest does the same, unexported).
+	caddyhttp.NewTestReplacer(jr)
 	if start != nil {
 		vars["start_time"] = start // NewTestReplacer reset it to now
 	}

@@ -143,10 +143,11 @@ func (a *AsyncConfig) deleteJob(ctx context.Context, w http.ResponseWriter, rec 
 		// The job deletes its folder when its handlers return; this waits
 		// a bounded time for that, then deletes anyway.
 		local.deleteLocal()
-		local.markFinal()
+		stored := local.markFinal() // non-zero if it finished storing just before
 		if err := a.storage.Delete(ctx, jobKey(rec.ID)); err != nil {
 			return a.storageFailure(rec.ID, err)
 		}
+		registry.subStored(stored)
 	case rec.Status == statusRunning:
 		// Running on another instance: leave a marker that its refresh
 		// picks up (within one refresh period) to cancel the job, and
