@@ -125,6 +125,9 @@ func (a *AsyncConfig) submit(w http.ResponseWriter, r *http.Request, next caddyh
 		ended:   make(chan struct{}),
 	}
 	j.auth = authHash(j.id, r.Header["Authorization"])
+	// The job is in the registry from reserve on, where a shutdown may
+	// cancel it while its body is still being read.
+	j.ctx, j.cancel = context.WithCancelCause(context.WithoutCancel(r.Context()))
 	j.rec.max = a.MaxResult
 	// Made here, not lazily: reverse_proxy calls Header from its
 	// transport's goroutine for an upstream's 1xx, possibly first.
@@ -136,15 +139,18 @@ func (a *AsyncConfig) submit(w http.ResponseWriter, r *http.Request, next caddyh
 		asyncOutcomes.WithLabelValues("rejected").Inc()
 		a.logger.Warn("async job refused", zap.String("limit", why))
 		w.Header().Set("Retry-After", "5")
+		closeUnreadBody(w, r)
 		return caddyhttp.Error(http.StatusServiceUnavailable, fmt.Errorf("async: %s reached", why))
 	}
 	body, err := bufferBody(r, a.MaxBody)
 	if err != nil {
+		closeUnreadBody(w, r)
 		registry.remove(j)
+		j.cancel(nil)
+		close(j.ended)
 		return err
 	}
 
-	j.ctx, j.cancel = context.WithCancelCause(context.WithoutCancel(r.Context()))
 	jr := detachedRequest(j.ctx, r, body)
 	j.rec.onOverflow = func() { j.cancel(errResultTooLarge) }
 	go j.run(next, jr, body)
@@ -216,6 +222,20 @@ func (j *job) answerInline(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	return nil
+}
+
+// closeUnreadBody asks Go's HTTP/1 server to close the connection after a
+// refusal whose request body is not read. Otherwise it reads up to 256 KiB
+// of the body before it writes the response, to keep the connection: Go
+// skips that for an unanswered `Expect: 100-continue`, but only when the
+// body is its own reader, and Caddy's server puts a wrapper (for its idle
+// timeouts) in its place. A client waiting for 100 Continue, or a slow
+// one, would wait up to the read timeout for its 503 or 413. HTTP/2 and
+// HTTP/3 end the stream instead, and forbid a Connection field.
+func closeUnreadBody(w http.ResponseWriter, r *http.Request) {
+	if r.ProtoMajor == 1 && r.ContentLength != 0 {
+		w.Header().Set("Connection", "close")
+	}
 }
 
 // errResultTooLarge fails a job whose response passes max_result.

@@ -501,9 +501,11 @@ func TestAsyncFloodPastMaxJobs(t *testing.T) {
 	// The 503 comes before the body: a client that sends only its header
 	// gets its answer.
 	addr := strings.TrimPrefix(base, "http://")
-	raw := rawRequest(t, addr, "POST / HTTP/1.1\r\nHost: "+addr+"\r\nPrefer: respond-async\r\nContent-Length: 100000\r\nConnection: close\r\n\r\n")
-	if raw.Status != 503 {
-		t.Errorf("raw request past max_jobs: %d", raw.Status)
+	// With Expect: 100-continue, Go's server sends 100 Continue on the
+	// first read of the body: none proves the body was never read.
+	raw := rawRequest(t, addr, "POST / HTTP/1.1\r\nHost: "+addr+"\r\nPrefer: respond-async\r\nContent-Length: 100000\r\nExpect: 100-continue\r\n\r\n")
+	if raw.Status != 503 || len(raw.Interims) != 0 || raw.Header.Get("Retry-After") == "" {
+		t.Errorf("raw request past max_jobs: %d after %d interim responses, Retry-After %q", raw.Status, len(raw.Interims), raw.Header.Get("Retry-After"))
 	}
 	if got := counterValue(t, "rejected") - rejected; got != 6 {
 		t.Errorf("rejected counter moved by %v, want 6", got)
@@ -543,8 +545,26 @@ func TestAsyncBodyLimits(t *testing.T) {
 		return nil
 	})
 	base, _ := startAsync(t, "async_hash", "wait 50ms\n\t\t\tmax_body 3MiB")
-	if res := asyncDo(t, "PUT", base+"/", make([]byte, 3<<20+1), "Prefer", "respond-async"); res.Status != 413 {
-		t.Errorf("body over max_body: %d", res.Status)
+	// Over max_body by its Content-Length: refused before the body is
+	// read, so the client need not send it.
+	addr := strings.TrimPrefix(base, "http://")
+	raw := rawRequest(t, addr, "PUT / HTTP/1.1\r\nHost: "+addr+"\r\nPrefer: respond-async\r\nContent-Length: 3145729\r\nExpect: 100-continue\r\n\r\n")
+	if raw.Status != 413 || len(raw.Interims) != 0 {
+		t.Errorf("Content-Length over max_body: %d after %d interim responses, want 413 and no 100 Continue", raw.Status, len(raw.Interims))
+	}
+	// Over max_body by counting: a chunked body one byte too long.
+	conn, start := sendRaw(t, addr, "PUT / HTTP/1.1\r\nHost: "+addr+"\r\nPrefer: respond-async\r\nTransfer-Encoding: chunked\r\n\r\n")
+	defer conn.Close()
+	go func() {
+		chunk := bytes.Repeat([]byte("x"), 1<<20)
+		for range 3 {
+			fmt.Fprintf(conn, "%x\r\n%s\r\n", len(chunk), chunk)
+		}
+		io.WriteString(conn, "1\r\ny\r\n0\r\n\r\n")
+	}()
+	counted, err := readRawResponse(conn, start, false)
+	if err != nil || counted.Status != 413 {
+		t.Errorf("chunked body over max_body: %d %v", counted.Status, err)
 	}
 	tmpBefore, _ := filepath.Glob(filepath.Join(os.TempDir(), "caddy-processing-body-*"))
 	body := bytes.Repeat([]byte("0123456789abcdef"), (2<<20)/16+3)
