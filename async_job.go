@@ -137,7 +137,7 @@ func (a *AsyncConfig) submit(w http.ResponseWriter, r *http.Request, next caddyh
 	// a refused client has sent only its header.
 	if ok, why := registry.reserve(j, a.MaxJobs, a.MaxStored); !ok {
 		asyncOutcomes.WithLabelValues("rejected").Inc()
-		a.logger.Warn("async job refused", zap.String("limit", why))
+		a.logger.Debug("async job refused", zap.String("limit", why))
 		w.Header().Set("Retry-After", "5")
 		closeUnreadBody(w, r)
 		return caddyhttp.Error(http.StatusServiceUnavailable, fmt.Errorf("async: %s reached", why))
