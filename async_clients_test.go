@@ -199,12 +199,7 @@ http://127.0.0.1:{PORT} {
 	if res.Status != http.StatusAccepted {
 		t.Fatalf("COPY: %d %q, want 202", res.Status, res.Body)
 	}
-	loc := res.Header.Get("Location")
-	done := pollUntilDone(t, base, loc)
-	if done.Status != http.StatusSeeOther {
-		t.Fatalf("monitor: %d %s", done.Status, done.Body)
-	}
-	result := asyncDo(t, "GET", base+done.Header.Get("Location"), nil)
+	result := resultOf(t, base, res.Header.Get("Location"))
 	if result.Status != http.StatusCreated {
 		t.Fatalf("COPY's result: %d %q, want 201", result.Status, result.Body)
 	}

@@ -1,10 +1,6 @@
 package processing
 
-import (
-	"errors"
-
-	"github.com/prometheus/client_golang/prometheus"
-)
+import "github.com/prometheus/client_golang/prometheus"
 
 // Async mode's metrics live for the whole process, like those of
 // metrics.go, so that a reload does not reset them.
@@ -29,16 +25,5 @@ var (
 
 // registerAsyncMetrics adds the async metrics to reg unless they are there.
 func registerAsyncMetrics(reg prometheus.Registerer) error {
-	if reg == nil {
-		return nil
-	}
-	for _, c := range []prometheus.Collector{asyncOutcomes, asyncRunning} {
-		if err := reg.Register(c); err != nil {
-			var already prometheus.AlreadyRegisteredError
-			if !errors.As(err, &already) {
-				return err
-			}
-		}
-	}
-	return nil
+	return registerCollectors(reg, asyncOutcomes, asyncRunning)
 }
