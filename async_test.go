@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -801,5 +802,81 @@ http://127.0.0.1:{PORT} {
 		if res := resultOf(t, base, loc); string(res.Body) != "vars yes 200" {
 			t.Errorf("result %q", res.Body)
 		}
+	}
+}
+
+// TestAsyncHandlerFailures: a panic or an error in the job's handlers
+// fails the job with its reason (and, when answered directly, goes to
+// Caddy's error handling as it would without async); the server stays up.
+func TestAsyncHandlerFailures(t *testing.T) {
+	setBehaviour(t, "async_fail", func(w http.ResponseWriter, r *http.Request) error {
+		d, _ := time.ParseDuration(r.URL.Query().Get("after"))
+		time.Sleep(d)
+		switch r.URL.Path {
+		case "/panic":
+			panic("the handler gave up")
+		case "/error":
+			return caddyhttp.Error(http.StatusBadGateway, errors.New("upstream gone"))
+		}
+		return nil
+	})
+	base, _ := startAsync(t, "async_fail", "wait 300ms")
+	for _, c := range []struct {
+		path, reason string
+		direct       int
+	}{
+		{"/panic", "a handler panicked", 500},
+		{"/error", "handler error: 502 Bad Gateway", 502},
+	} {
+		if res := asyncDo(t, "GET", base+c.path+"?after=0s", nil, "Prefer", "respond-async"); res.Status != c.direct {
+			t.Errorf("%s answered directly: %d, want %d", c.path, res.Status, c.direct)
+		}
+		loc, _ := submitAsync(t, base, "GET", c.path+"?after=600ms", nil)
+		done := pollUntilDone(t, base, loc)
+		if st := done.json(t); done.Status != 200 || st.Status != statusFailed || st.Reason != c.reason {
+			t.Errorf("%s as a job: %d %+v, want failed %q", c.path, done.Status, st, c.reason)
+		}
+	}
+	if res := asyncDo(t, "GET", base+"/fine", nil); res.Status != 200 {
+		t.Errorf("after the failures: %d", res.Status)
+	}
+}
+
+// TestAsyncUpstreamInterimsIgnored: reverse_proxy forwards an upstream's
+// 1xx from its transport's goroutine; the job's recorder drops them, under
+// -race, and records the final response alone.
+func TestAsyncUpstreamInterimsIgnored(t *testing.T) {
+	upstream := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		for range 5 {
+			w.Header().Set("Link", "</style.css>; rel=preload")
+			w.WriteHeader(http.StatusEarlyHints)
+			time.Sleep(100 * time.Millisecond)
+		}
+		w.Header().Del("Link")
+		w.Header().Set("X-Upstream", "final")
+		io.WriteString(w, "after hints")
+	})}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go upstream.Serve(ln)
+	t.Cleanup(func() { upstream.Close() })
+	dir := storageDir(t)
+	port, _ := startCaddyGlobal(t, asyncGlobal(dir, ""), fmt.Sprintf(`
+http://127.0.0.1:{PORT} {
+	processing {
+		async {
+			wait 100ms
+		}
+	}
+	reverse_proxy %s
+}
+`, ln.Addr()))
+	base := fmt.Sprintf("http://127.0.0.1:%d", port)
+	loc, _ := submitAsync(t, base, "GET", "/", nil)
+	res := resultOf(t, base, loc)
+	if res.Status != 200 || string(res.Body) != "after hints" || res.Header.Get("X-Upstream") != "final" || res.Header.Get("Link") != "" {
+		t.Errorf("result: %d %q %v", res.Status, res.Body, res.Header)
 	}
 }
