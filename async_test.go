@@ -4,6 +4,7 @@ package processing
 // Go's client sees them, the limits, the access checks, the life cycle.
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -569,8 +570,13 @@ func TestAsyncBodyLimits(t *testing.T) {
 		t.Errorf("Content-Length over max_body: %d after %d interim responses, want 413 and no 100 Continue", raw.Status, len(raw.Interims))
 	}
 	// Over max_body by counting: a chunked body one byte too long.
-	conn, start := sendRaw(t, addr, "PUT / HTTP/1.1\r\nHost: "+addr+"\r\nPrefer: respond-async\r\nTransfer-Encoding: chunked\r\n\r\n")
+	conn, err := dialRaw(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
 	defer conn.Close()
+	start := time.Now()
+	io.WriteString(conn, "PUT / HTTP/1.1\r\nHost: "+addr+"\r\nPrefer: respond-async\r\nTransfer-Encoding: chunked\r\n\r\n")
 	go func() {
 		chunk := bytes.Repeat([]byte("x"), 1<<20)
 		for range 3 {
@@ -578,7 +584,7 @@ func TestAsyncBodyLimits(t *testing.T) {
 		}
 		io.WriteString(conn, "1\r\ny\r\n0\r\n\r\n")
 	}()
-	counted, err := readRawResponse(conn, start, false)
+	counted, err := readRawResponse(bufio.NewReader(conn), start, false)
 	if err != nil || counted.Status != 413 {
 		t.Errorf("chunked body over max_body: %d %v", counted.Status, err)
 	}

@@ -4,7 +4,7 @@ package processing
 // with processing in front of a slow upstream, recording for each whether
 // it saw the 102s, whether it got the right final response and body, and
 // whether a 102 restarted its own timeout. The table it prints is the one
-// in the README; set CLIENTS_TABLE_FILE to a Markdown file holding the
+// in docs/clients.md; set CLIENTS_TABLE_FILE to a Markdown file holding the
 // clients-table markers to rewrite the table there.
 
 import (
@@ -323,7 +323,7 @@ func clNeedPrograms(t *testing.T, names ...string) {
 			if os.Getenv("CI") == "true" {
 				t.Fatalf("%s is not installed (CI runs .ci/install-clients.sh): %v", name, err)
 			}
-			t.Skipf("%s is not installed; see the README (client compatibility suite)", name)
+			t.Skipf("%s is not installed; see docs/clients.md (running the suite)", name)
 		}
 	}
 }

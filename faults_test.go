@@ -26,92 +26,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
-	"github.com/prometheus/client_golang/prometheus"
-	"go.uber.org/goleak"
 )
-
-// ---- helpers shared by the reliability tests ------------------------------
-
-// relAddr is a loopback address on port.
-func relAddr(port int) string { return "127.0.0.1:" + strconv.Itoa(port) }
-
-// relLeakCheck verifies, once Caddy has stopped at the end of the test, that
-// no goroutine of the test is left: no tick, no handler, no tunnel. Call it
-// before startCaddy, so that its cleanup runs after Caddy's stop.
-func relLeakCheck(t *testing.T) {
-	t.Helper()
-	t.Cleanup(func() {
-		if t.Failed() {
-			return // the failure says more than the goroutines would
-		}
-		http.DefaultTransport.(*http.Transport).CloseIdleConnections()
-		goleak.VerifyNone(t, leakOptions()...)
-	})
-}
-
-// relInterimsSent is the module's process-wide count of 102s sent, read
-// through a registry as Prometheus would scrape it.
-func relInterimsSent(t testing.TB) float64 {
-	t.Helper()
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(interimsSent)
-	families, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var sum float64
-	for _, mf := range families {
-		for _, m := range mf.GetMetric() {
-			sum += m.GetCounter().GetValue()
-		}
-	}
-	return sum
-}
-
-// relAssertNoMoreInterims checks that the 102 count stays where it is for
-// a while: no timer of a finished request fires.
-func relAssertNoMoreInterims(t testing.TB, quiet time.Duration) {
-	t.Helper()
-	before := relInterimsSent(t)
-	time.Sleep(quiet)
-	if after := relInterimsSent(t); after != before {
-		t.Errorf("%v 102s sent after every request had ended", after-before)
-	}
-}
-
-// relExchange writes req on a new connection, reads one whole response
-// with the harness's raw reader, then everything the server sends until it
-// closes: a 102 after the final response would be there.
-func relExchange(t testing.TB, address, req string) (res *rawResponse, after []byte) {
-	t.Helper()
-	conn, start := sendRaw(t, address, req)
-	defer conn.Close()
-	br := bufio.NewReader(conn)
-	res, err := readRawResponse(br, start, strings.HasPrefix(req, "HEAD "))
-	if err != nil {
-		t.Fatalf("reading response: %v\nread so far:\n%s", err, res.Wire)
-	}
-	after, err = io.ReadAll(br)
-	if err != nil && !isConnReset(err) {
-		t.Fatalf("reading after the response: %v", err)
-	}
-	return res, after
-}
-
-// relCheckProgress asserts that the interims are exactly the numbered 102s
-// that `header X-Progress {http.processing.count}` makes, in order.
-func relCheckProgress(t testing.TB, res *rawResponse, atLeast int) {
-	t.Helper()
-	if len(res.Interims) < atLeast {
-		t.Fatalf("%d interim responses, want at least %d:\n%s", len(res.Interims), atLeast, res.Wire)
-	}
-	for i, in := range res.Interims {
-		want := fmt.Sprintf("HTTP/1.1 102 Processing\r\nX-Progress: %d\r\n\r\n", i+1)
-		if in.Raw != want {
-			t.Fatalf("interim %d is %q, want %q", i, in.Raw, want)
-		}
-	}
-}
 
 // relProgress numbers each 102. max 4 because quic-go's HTTP/3 client
 // gives up after 5 interim responses.
@@ -168,15 +83,15 @@ func TestDownstreamFailureAfterInterimsAnsweredByHandleErrors(t *testing.T) {
 		code int
 	}{{"/panic", 500}, {"/error", 503}} {
 		t.Run(tc.path[1:]+"/HTTP1.1", func(t *testing.T) {
-			res, after := relExchange(t, relAddr(port), "GET "+tc.path+" HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+			res := rawRequest(t, loopback(port), rawGet(tc.path), readToClose)
 			relCheckProgress(t, res, 2)
 			wantBody := fmt.Sprintf("handled %d", tc.code)
 			if res.Status != tc.code || string(res.Body) != wantBody || res.Header.Get("X-Handled") != "yes" {
 				t.Fatalf("final %d %q (X-Handled %q), want %d %q from handle_errors:\n%s",
 					res.Status, res.Body, res.Header.Get("X-Handled"), tc.code, wantBody, res.Wire)
 			}
-			if len(after) != 0 {
-				t.Fatalf("bytes after the final response: %q", after)
+			if len(res.After) != 0 {
+				t.Fatalf("bytes after the final response: %q", res.After)
 			}
 		})
 		for _, pc := range []struct {
@@ -196,8 +111,8 @@ func TestDownstreamFailureAfterInterimsAnsweredByHandleErrors(t *testing.T) {
 					t.Fatalf("interims %+v, want 2 or more 102s only", s.Interims)
 				}
 				for i, in := range s.Interims {
-					if len(in.Header) != 1 || in.Header.Get("X-Progress") != strconv.Itoa(i+1) {
-						t.Fatalf("102 number %d carries %v", i+1, in.Header)
+					if err := checkProgressHeader(i+1, in.Header); err != nil {
+						t.Fatal(err)
 					}
 				}
 			})
@@ -222,22 +137,16 @@ http://127.0.0.1:{PORT} {
 	// http.ErrAbortHandler asks net/http to cut the response short: the
 	// client sees 102s and then the connection closing, never a made-up
 	// final response.
-	conn, _ := sendRaw(t, relAddr(port), "GET /abort HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-	defer conn.Close()
-	wire, err := io.ReadAll(conn)
-	if err != nil && !isConnReset(err) {
-		t.Fatalf("reading: %v", err)
-	}
-	res, err := readRawResponse(bytes.NewReader(wire), time.Now(), false)
-	if err != io.EOF || res.Status != 0 {
-		t.Fatalf("want 102s then a closed connection, got status %d, err %v:\n%s", res.Status, err, wire)
+	res, err := rawExchange(loopback(port), "GET /abort HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+	if !(errors.Is(err, io.EOF) || isConnReset(err)) || res.Status != 0 {
+		t.Fatalf("want 102s then a closed connection, got status %d, err %v:\n%s", res.Status, err, res.Wire)
 	}
 	relCheckProgress(t, res, 2)
 
 	// A panic in one request costs nothing to the next.
-	res, after := relExchange(t, relAddr(port), "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
-	if res.Status != 200 || string(res.Body) != "still up" || len(after) != 0 {
-		t.Fatalf("next request: %d %q %q", res.Status, res.Body, after)
+	res = rawRequest(t, loopback(port), rawGet("/"), readToClose)
+	if res.Status != 200 || string(res.Body) != "still up" || len(res.After) != 0 {
+		t.Fatalf("next request: %d %q %q", res.Status, res.Body, res.After)
 	}
 	relAssertNoMoreInterims(t, 100*time.Millisecond)
 }
@@ -256,11 +165,9 @@ http://127.0.0.1:{PORT} {
 `)
 	// Without a 102 sent, the module leaves the panic alone: net/http logs
 	// it and closes the connection, as it would without the module.
-	conn, _ := sendRaw(t, relAddr(port), "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-	defer conn.Close()
-	wire, err := io.ReadAll(conn)
-	if (err != nil && !isConnReset(err)) || len(wire) != 0 {
-		t.Fatalf("want the connection closed without a byte, got %q, %v", wire, err)
+	res, err := rawExchange(loopback(port), "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+	if !(errors.Is(err, io.EOF) || isConnReset(err)) || len(res.Wire) != 0 {
+		t.Fatalf("want the connection closed without a byte, got %q, %v", res.Wire, err)
 	}
 }
 
@@ -329,12 +236,11 @@ http://127.0.0.1:{PORT} {
 	reverse_proxy `+upstream+`
 }
 `)
-			conn, err := net.DialTimeout("tcp", relAddr(port), 5*time.Second)
+			conn, err := dialRaw(loopback(port))
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer conn.Close()
-			_ = conn.SetDeadline(time.Now().Add(30 * time.Second))
 			const key = "dGhlIHNhbXBsZSBub25jZQ=="
 			start := time.Now()
 			if _, err := io.WriteString(conn, "GET /chat HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
@@ -415,19 +321,7 @@ func relLongRequests(t *testing.T, port, tlsPort, n int, body, config string) (w
 		wg.Add(3)
 		go func() {
 			defer wg.Done()
-			conn, err := net.DialTimeout("tcp", relAddr(port), 5*time.Second)
-			if err != nil {
-				t.Error(err)
-				return
-			}
-			defer conn.Close()
-			_ = conn.SetDeadline(time.Now().Add(60 * time.Second))
-			start := time.Now()
-			if _, err := io.WriteString(conn, "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"); err != nil {
-				t.Error(err)
-				return
-			}
-			res, err := readRawResponse(conn, start, false)
+			res, err := rawExchange(loopback(port), rawGet("/"), readToClose)
 			if err != nil {
 				t.Errorf("HTTP/1.1: %v\n%s", err, res.Wire)
 				return
@@ -439,8 +333,8 @@ func relLongRequests(t *testing.T, port, tlsPort, n int, body, config string) (w
 				}
 				hs = append(hs, in.Header)
 			}
-			if after, _ := io.ReadAll(conn); len(after) != 0 {
-				t.Errorf("HTTP/1.1: bytes after the final response: %q", after)
+			if len(res.After) != 0 {
+				t.Errorf("HTTP/1.1: bytes after the final response: %q", res.After)
 			}
 			check("HTTP/1.1", res.Status, res.Body, hs)
 		}()
@@ -492,6 +386,17 @@ func TestReloadAndStopWithLongRequestsInFlight(t *testing.T) {
 		sites = strings.ReplaceAll(sites, "{TLSPORT}", strconv.Itoa(tlsPort))
 		return adapt(t, relAdminGlobals(t, adminPort)+sites)
 	}
+	// caddy.Stop leaves the admin endpoint serving. Once Caddy has stopped
+	// at the end of the test (this cleanup runs after loadConfig's), a
+	// config with the endpoint disabled closes it.
+	t.Cleanup(func() {
+		if err := caddy.Load([]byte(`{"admin": {"disabled": true, "config": {"persist": false}}}`), true); err != nil {
+			t.Errorf("closing the admin endpoint: %v", err)
+		}
+		if err := caddy.Stop(); err != nil {
+			t.Errorf("stopping Caddy: %v", err)
+		}
+	})
 	loadConfig(t, config("v1"))
 	waitForTLS(t, tlsPort)
 
@@ -562,12 +467,11 @@ http://127.0.0.1:`+strconv.Itoa(port)+` {
 	test_work very_long
 }
 `))
-	conn, err := net.DialTimeout("tcp", relAddr(port), 5*time.Second)
+	conn, err := dialRaw(loopback(port))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	_ = conn.SetDeadline(time.Now().Add(30 * time.Second))
 	start := time.Now()
 	if _, err := io.WriteString(conn, "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"); err != nil {
 		t.Fatal(err)
@@ -603,10 +507,10 @@ http://127.0.0.1:{PORT} {
 	test_work panic_late
 }
 `)
-	res, after := relExchange(t, relAddr(port), "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+	res := rawRequest(t, loopback(port), rawGet("/"), readToClose)
 	relCheckProgress(t, res, 2)
-	if res.Status != 500 || len(res.Body) != 0 || len(after) != 0 {
-		t.Fatalf("want a bare 500 and nothing after, got %d %q then %q", res.Status, res.Body, after)
+	if res.Status != 500 || len(res.Body) != 0 || len(res.After) != 0 {
+		t.Fatalf("want a bare 500 and nothing after, got %d %q then %q", res.Status, res.Body, res.After)
 	}
 	relAssertNoMoreInterims(t, 100*time.Millisecond)
 }
@@ -647,24 +551,15 @@ http://127.0.0.1:{PORT} {
 	reverse_proxy `+ln.Addr().String()+`
 }
 `)
+	const requests = 40
+	sentBefore := relInterimsSent(t)
 	var wg sync.WaitGroup
 	var n102, n103 atomic.Int64
-	for range 40 {
+	for range requests {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			conn, err := net.DialTimeout("tcp", relAddr(port), 5*time.Second)
-			if err != nil {
-				t.Error(err)
-				return
-			}
-			defer conn.Close()
-			_ = conn.SetDeadline(time.Now().Add(30 * time.Second))
-			if _, err := io.WriteString(conn, "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"); err != nil {
-				t.Error(err)
-				return
-			}
-			res, err := readRawResponse(conn, time.Now(), false)
+			res, err := rawExchange(loopback(port), rawGet("/"), readToClose)
 			if err != nil {
 				t.Errorf("%v\n%s", err, res.Wire)
 				return
@@ -675,7 +570,7 @@ http://127.0.0.1:{PORT} {
 				switch in.Code {
 				case http.StatusProcessing:
 					seen102++
-					want = fmt.Sprintf("HTTP/1.1 102 Processing\r\nX-Progress: %d\r\n\r\n", seen102)
+					want = progress102(seen102)
 				case http.StatusEarlyHints:
 					// A forwarded 1xx carries what Caddy would put on it
 					// without the module: the upstream's fields and the
@@ -688,13 +583,30 @@ http://127.0.0.1:{PORT} {
 					return
 				}
 			}
-			if seen103 != hints || res.Status != 200 || string(res.Body) != "upstream body" || res.Header.Get("X-Upstream") != "final-only" {
-				t.Errorf("%d 103s, final %d %q:\n%s", seen103, res.Status, res.Body, res.Wire)
+			if seen103 != hints || res.Status != 200 || string(res.Body) != "upstream body" || res.Header.Get("X-Upstream") != "final-only" || len(res.After) != 0 {
+				t.Errorf("%d 103s, final %d %q, then %q:\n%s", seen103, res.Status, res.Body, res.After, res.Wire)
 			}
 			n102.Add(int64(seen102))
 			n103.Add(int64(seen103))
 		}()
 	}
 	wg.Wait()
-	t.Logf("40 requests: %d forwarded 103s, %d 102s between them", n103.Load(), n102.Load())
+	if t.Failed() {
+		return
+	}
+	t.Logf("%d requests: %d forwarded 103s, %d 102s between them", requests, n103.Load(), n102.Load())
+	if n103.Load() != requests*hints {
+		t.Errorf("%d 103s forwarded, want %d", n103.Load(), requests*hints)
+	}
+	// The point is the meeting of the two kinds of interim: a run in
+	// which no tick fell between the upstream's 103s proved nothing. Each
+	// 103 restarts the 1 ms clock and the upstream waits at least 1 ms
+	// before the next, so ticks are due all along; one is enough here.
+	if n102.Load() == 0 {
+		t.Errorf("no 102 between the upstream's %d 103s", n103.Load())
+	}
+	// Every 102 the module counted reached a client whole.
+	if sent := relInterimsSent(t) - sentBefore; int64(sent) != n102.Load() {
+		t.Errorf("module sent %v 102s, clients saw %d", sent, n102.Load())
+	}
 }

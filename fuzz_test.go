@@ -9,6 +9,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -202,7 +203,6 @@ http://127.0.0.1:{PORT} {
 	test_work fuzz_headers
 }
 `)
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
 
 	type seed struct {
 		method, path, proto, prefer, expect string
@@ -254,20 +254,14 @@ http://127.0.0.1:{PORT} {
 		fmt.Fprintf(&req, "Content-Length: %d\r\n\r\n", bodyLen)
 		req.Write(bytes.Repeat([]byte{'b'}, int(bodyLen)))
 
-		conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
-		if err != nil {
+		// The server may answer and close before all of a bad request is
+		// written: what it sent is checked below.
+		res, err := rawExchange(loopback(port), req.String(), readToClose)
+		var netErr *net.OpError
+		if errors.As(err, &netErr) && netErr.Op == "dial" {
 			t.Fatalf("server is down: %v", err)
 		}
-		defer conn.Close()
-		_ = conn.SetDeadline(time.Now().Add(20 * time.Second))
-		start := time.Now()
-		if _, err := io.WriteString(conn, req.String()); err != nil {
-			// The server may answer and close before all of a bad
-			// request is written; what it sent is checked below.
-			t.Logf("writing: %v", err)
-		}
-		res, err := readRawResponse(conn, start, method == "HEAD")
-		if err != nil && err != io.EOF && !isConnReset(err) {
+		if err != nil && !errors.Is(err, io.EOF) && !isConnReset(err) {
 			t.Fatalf("malformed response to %q: %v\n%q", req.String(), err, res.Wire)
 		}
 		if res.Status == 0 {
@@ -276,9 +270,8 @@ http://127.0.0.1:{PORT} {
 			}
 			return
 		}
-		rest, _ := io.ReadAll(conn)
-		if len(rest) > 0 && method != "HEAD" {
-			t.Fatalf("bytes after the final response to %q: %q\nwhole: %q", req.String(), rest, res.Wire)
+		if len(res.After) > 0 && method != "HEAD" {
+			t.Fatalf("bytes after the final response to %q: %q\nwhole: %q", req.String(), res.After, res.Wire)
 		}
 
 		major, minor, protoOK := http.ParseHTTPVersion(proto)
@@ -288,8 +281,7 @@ http://127.0.0.1:{PORT} {
 			switch in.Code {
 			case http.StatusProcessing:
 				sent102++
-				want := fmt.Sprintf("HTTP/1.1 102 Processing\r\nX-Progress: %d\r\n\r\n", sent102)
-				if in.Raw != want {
+				if want := progress102(sent102); in.Raw != want {
 					t.Fatalf("102 number %d is %q, want %q", sent102, in.Raw, want)
 				}
 			case http.StatusContinue:
@@ -319,10 +311,4 @@ http://127.0.0.1:{PORT} {
 			}
 		}
 	})
-}
-
-// isConnReset reports a connection the server reset after answering, as Go
-// does when it closes with unread request bytes.
-func isConnReset(err error) bool {
-	return err != nil && strings.Contains(err.Error(), "connection reset")
 }

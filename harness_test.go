@@ -17,6 +17,7 @@ import (
 	"net/http/httptrace"
 	"net/textproto"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -28,6 +29,7 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/quic-go/quic-go/http3"
 	"go.uber.org/goleak"
 )
@@ -39,7 +41,11 @@ func TestMain(m *testing.M) {
 }
 
 // leakOptions ignores goroutines that Caddy and its libraries keep for the
-// life of the process, whatever config is loaded.
+// life of the process, whatever config is loaded, each by name. Nothing
+// parked on a connection or a listener is ignored: a tunnel left copying,
+// a tick blocked on a client that does not read, an accept loop of a
+// server nobody stopped all count as leaks
+// (TestLeakCheckCatchesGoroutinesBlockedOnConnections).
 func leakOptions() []goleak.Option {
 	return []goleak.Option{
 		goleak.IgnoreTopFunction("github.com/golang/glog.(*fileSink).flushDaemon"),
@@ -54,9 +60,6 @@ func leakOptions() []goleak.Option {
 		goleak.IgnoreAnyFunction("github.com/caddyserver/certmagic.keepLockfileFresh"),
 		// The log file writer's rotation goroutine lives as long as the process.
 		goleak.IgnoreAnyFunction("github.com/DeRuina/timberjack.(*Logger).millRun"),
-		goleak.IgnoreAnyFunction("internal/poll.runtime_pollWait"),
-		goleak.IgnoreAnyFunction("net/http.(*persistConn).readLoop"),
-		goleak.IgnoreAnyFunction("net/http.(*persistConn).writeLoop"),
 	}
 }
 
@@ -257,7 +260,115 @@ func loadConfig(t testing.TB, cfg []byte) {
 	})
 }
 
+// protocolSites serves the same route over cleartext (HTTP/1.1 and h2c)
+// and TLS (HTTP/1.1, HTTP/2 and HTTP/3).
+func protocolSites(route string) string {
+	return `
+http://127.0.0.1:{PORT} {
+` + route + `
+}
+https://127.0.0.1:{TLSPORT} {
+	tls internal
+` + route + `
+}
+`
+}
+
+// ---- checks shared by the reliability tests ---------------------------------
+
+// relLeakCheck verifies, once Caddy has stopped at the end of the test, that
+// no goroutine of the test is left: no tick, no handler, no tunnel. Call it
+// before startCaddy, so that its cleanup runs after Caddy's stop.
+func relLeakCheck(t *testing.T) {
+	t.Helper()
+	t.Cleanup(func() {
+		if t.Failed() {
+			return // the failure says more than the goroutines would
+		}
+		http.DefaultTransport.(*http.Transport).CloseIdleConnections()
+		goleak.VerifyNone(t, leakOptions()...)
+	})
+}
+
+// relInterimsSent is the module's process-wide count of 102s sent, read
+// through a registry as Prometheus would scrape it.
+func relInterimsSent(t testing.TB) float64 {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(interimsSent)
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum float64
+	for _, mf := range families {
+		for _, m := range mf.GetMetric() {
+			sum += m.GetCounter().GetValue()
+		}
+	}
+	return sum
+}
+
+// relAssertNoMoreInterims checks that the 102 count stays where it is for
+// a while: no timer of a finished request fires.
+func relAssertNoMoreInterims(t testing.TB, quiet time.Duration) {
+	t.Helper()
+	before := relInterimsSent(t)
+	time.Sleep(quiet)
+	if after := relInterimsSent(t); after != before {
+		t.Errorf("%v 102s sent after every request had ended", after-before)
+	}
+}
+
+// relCheckProgress asserts that the interims are exactly the numbered 102s
+// that `header X-Progress {http.processing.count}` makes, in order.
+func relCheckProgress(t testing.TB, res *rawResponse, atLeast int) {
+	t.Helper()
+	if len(res.Interims) < atLeast {
+		t.Fatalf("%d interim responses, want at least %d:\n%s", len(res.Interims), atLeast, res.Wire)
+	}
+	for i, in := range res.Interims {
+		if want := progress102(i + 1); in.Raw != want {
+			t.Fatalf("interim %d is %q, want %q", i, in.Raw, want)
+		}
+	}
+}
+
+// progress102 is the nth 102 on the wire under
+// `header X-Progress "{http.processing.count}"`, the numbering most tests
+// configure.
+func progress102(n int) string {
+	return fmt.Sprintf("HTTP/1.1 102 Processing\r\nX-Progress: %d\r\n\r\n", n)
+}
+
+// checkProgressHeader checks that the header of the nth 102, as a Go
+// client reports it, holds exactly the X-Progress field with its count.
+func checkProgressHeader(n int, h http.Header) error {
+	if len(h) != 1 || len(h["X-Progress"]) != 1 || h.Get("X-Progress") != strconv.Itoa(n) {
+		return fmt.Errorf("102 number %d carries %v", n, h)
+	}
+	return nil
+}
+
 // ---- raw HTTP/1.x ----------------------------------------------------------
+
+// loopback is the address of a test server's port.
+func loopback(port int) string { return "127.0.0.1:" + strconv.Itoa(port) }
+
+// rawGet is a GET request head for a raw client, with Connection: close and
+// the given header fields ("Name: value").
+func rawGet(path string, fields ...string) string {
+	var b strings.Builder
+	b.WriteString("GET " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n")
+	for _, f := range fields {
+		b.WriteString(f + "\r\n")
+	}
+	b.WriteString("\r\n")
+	return b.String()
+}
+
+// bareProcessing is the exact bytes of a 102 with no configured fields.
+const bareProcessing = "HTTP/1.1 102 Processing\r\n\r\n"
 
 // rawResponse is everything a raw client read for one request: each
 // interim response as it was on the wire, then the final one.
@@ -266,8 +377,14 @@ type rawResponse struct {
 	Status   int
 	Header   http.Header
 	Body     []byte
-	// Wire is every byte read, in order.
+	// Wire is every byte of the response, interims included, in order.
 	Wire []byte
+	// After is what the server sent after the final response until it
+	// closed the connection (read with readToClose only): a 102 that
+	// outlived its request would be there.
+	After []byte
+	// Elapsed runs from the request written to the last byte read.
+	Elapsed time.Duration
 }
 
 type rawInterim struct {
@@ -277,68 +394,94 @@ type rawInterim struct {
 	Raw    string
 }
 
-// rawRequest writes req on a fresh TCP connection to addr and reads the
-// interim responses and the final response as raw bytes.
-func rawRequest(t testing.TB, addr, req string) *rawResponse {
-	t.Helper()
-	conn, start := sendRaw(t, addr, req)
+// rawOption changes what rawExchange and rawRequest read.
+type rawOption int
+
+// readToClose reads on after the final response until the server closes
+// the connection, into rawResponse.After.
+const readToClose rawOption = 1
+
+// rawDeadline bounds a whole raw exchange: generous, so that only a hang
+// reaches it.
+const rawDeadline = 90 * time.Second
+
+// dialRaw opens a connection for a raw client, with rawDeadline set.
+func dialRaw(address string) (net.Conn, error) {
+	conn, err := net.DialTimeout("tcp", address, 5*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	_ = conn.SetDeadline(time.Now().Add(rawDeadline))
+	return conn, nil
+}
+
+// rawExchange writes req on a fresh connection to address and reads the
+// interim responses and the final response as raw bytes. A request the
+// server refuses half-written (it may answer and close first) is not an
+// error: what it sent is the result. For use off the test's goroutine;
+// rawRequest fails the test instead.
+func rawExchange(address, req string, opts ...rawOption) (*rawResponse, error) {
+	conn, err := dialRaw(address)
+	if err != nil {
+		return &rawResponse{}, err
+	}
 	defer conn.Close()
-	res, err := readRawResponse(conn, start, strings.HasPrefix(req, "HEAD "))
+	start := time.Now()
+	_, writeErr := io.WriteString(conn, req)
+	br := bufio.NewReader(conn)
+	res, err := readRawResponse(br, start, strings.HasPrefix(req, "HEAD "))
+	if err == nil && slices.Contains(opts, readToClose) {
+		// Go resets a connection it closes with request bytes unread.
+		if res.After, err = io.ReadAll(br); isConnReset(err) {
+			err = nil
+		}
+	}
+	res.Elapsed = time.Since(start)
+	if err != nil && writeErr != nil {
+		err = fmt.Errorf("%w (writing the request: %v)", err, writeErr)
+	}
+	return res, err
+}
+
+// rawRequest is rawExchange on the test's goroutine: any error fails the
+// test.
+func rawRequest(t testing.TB, address, req string, opts ...rawOption) *rawResponse {
+	t.Helper()
+	res, err := rawExchange(address, req, opts...)
 	if err != nil {
 		t.Fatalf("reading response: %v\nread so far:\n%s", err, res.Wire)
 	}
 	return res
 }
 
-// sendRaw dials addr and writes req, with a generous deadline for the
-// whole exchange; it returns when the request was written.
-func sendRaw(t testing.TB, addr, req string) (net.Conn, time.Time) {
-	t.Helper()
-	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_ = conn.SetDeadline(time.Now().Add(60 * time.Second))
-	start := time.Now()
-	if _, err := io.WriteString(conn, req); err != nil {
-		conn.Close()
-		t.Fatal(err)
-	}
-	return conn, start
+// isConnReset reports a connection the server reset after answering, as Go
+// does when it closes with unread request bytes.
+func isConnReset(err error) bool {
+	return err != nil && strings.Contains(err.Error(), "connection reset")
 }
 
-// teeReader records what is read from a connection.
-type teeReader struct {
-	r   io.Reader
-	buf *bytes.Buffer
-}
-
-func (tr teeReader) Read(p []byte) (int, error) {
-	n, err := tr.r.Read(p)
-	tr.buf.Write(p[:n])
-	return n, err
-}
-
-// readRawResponse parses 1xx header blocks and the final response from c.
-func readRawResponse(c io.Reader, start time.Time, head bool) (*rawResponse, error) {
+// readRawResponse reads one response from br: its interim responses, then
+// the final one. It reads no byte past the final response, so that what
+// follows (the next response on the connection, a tunnel's bytes) is
+// still in br. A connection closed before any byte gives io.EOF.
+func readRawResponse(br *bufio.Reader, start time.Time, head bool) (*rawResponse, error) {
 	res := &rawResponse{}
-	wire := new(bytes.Buffer)
+	var wire bytes.Buffer
 	defer func() { res.Wire = wire.Bytes() }()
-	br := bufio.NewReader(teeReader{c, wire})
-	tp := textproto.NewReader(br)
 	for {
-		mark := wire.Len() - br.Buffered()
-		line, err := tp.ReadLine()
-		if err != nil {
+		mark := wire.Len()
+		if err := readRawLines(br, &wire); err != nil {
+			if err == io.EOF && wire.Len() > mark {
+				err = io.ErrUnexpectedEOF
+			}
 			return res, err
 		}
+		tp := textproto.NewReader(bufio.NewReader(bytes.NewReader(wire.Bytes()[mark:])))
+		line, _ := tp.ReadLine()
 		proto, rest, _ := strings.Cut(line, " ")
-		if !strings.HasPrefix(proto, "HTTP/1.") {
-			return res, fmt.Errorf("malformed status line %q", line)
-		}
 		codeStr, _, _ := strings.Cut(rest, " ")
 		code, err := strconv.Atoi(codeStr)
-		if err != nil {
+		if !strings.HasPrefix(proto, "HTTP/1.") || err != nil {
 			return res, fmt.Errorf("malformed status line %q", line)
 		}
 		mh, err := tp.ReadMIMEHeader()
@@ -346,10 +489,9 @@ func readRawResponse(c io.Reader, start time.Time, head bool) (*rawResponse, err
 			return res, err
 		}
 		if code >= 100 && code <= 199 && code != 101 {
-			end := wire.Len() - br.Buffered()
 			res.Interims = append(res.Interims, rawInterim{
 				Code: code, Header: http.Header(mh), At: time.Since(start),
-				Raw: wire.String()[mark:end],
+				Raw: wire.String()[mark:],
 			})
 			continue
 		}
@@ -358,49 +500,69 @@ func readRawResponse(c io.Reader, start time.Time, head bool) (*rawResponse, err
 		if head || code == 204 || code == 304 || code == 101 {
 			return res, nil
 		}
-		fake := &http.Response{StatusCode: code, Header: http.Header(mh), ProtoMajor: 1, ProtoMinor: 1}
-		body, err := readBody(br, fake)
-		res.Body = body
+		res.Body, err = readRawBody(br, &wire, res.Header)
 		return res, err
 	}
 }
 
-// readBody reads a response body framed by Content-Length or chunking.
-func readBody(br *bufio.Reader, res *http.Response) ([]byte, error) {
-	if cl := res.Header.Get("Content-Length"); cl != "" {
-		n, err := strconv.Atoi(cl)
+// readRawLines reads lines up to and including an empty one (the end of a
+// header section) into wire.
+func readRawLines(br *bufio.Reader, wire *bytes.Buffer) error {
+	for {
+		line, err := br.ReadString('\n')
+		wire.WriteString(line)
+		if err != nil {
+			return err
+		}
+		if line == "\r\n" || line == "\n" {
+			return nil
+		}
+	}
+}
+
+// readRawBody reads a response body framed by Content-Length, by chunks
+// or by the end of the connection, keeping every byte in wire.
+func readRawBody(br *bufio.Reader, wire *bytes.Buffer, h http.Header) ([]byte, error) {
+	readN := func(n int64) ([]byte, error) {
+		var b bytes.Buffer
+		_, err := io.CopyN(io.MultiWriter(&b, wire), br, n)
+		return b.Bytes(), err
+	}
+	if cl := h.Get("Content-Length"); cl != "" {
+		n, err := strconv.ParseInt(cl, 10, 64)
 		if err != nil {
 			return nil, err
 		}
-		b := make([]byte, n)
-		_, err = io.ReadFull(br, b)
+		return readN(n)
+	}
+	if !strings.EqualFold(h.Get("Transfer-Encoding"), "chunked") {
+		b, err := io.ReadAll(io.TeeReader(br, wire))
 		return b, err
 	}
-	if strings.EqualFold(res.Header.Get("Transfer-Encoding"), "chunked") {
-		var out bytes.Buffer
-		tp := textproto.NewReader(br)
-		for {
-			line, err := tp.ReadLine()
-			if err != nil {
-				return out.Bytes(), err
-			}
-			size, err := strconv.ParseInt(strings.TrimSpace(strings.SplitN(line, ";", 2)[0]), 16, 64)
-			if err != nil {
-				return out.Bytes(), fmt.Errorf("bad chunk size %q", line)
-			}
-			if size == 0 {
-				_, err := tp.ReadMIMEHeader() // trailers
-				return out.Bytes(), err
-			}
-			if _, err := io.CopyN(&out, br, size); err != nil {
-				return out.Bytes(), err
-			}
-			if _, err := tp.ReadLine(); err != nil {
-				return out.Bytes(), err
-			}
+	var body []byte
+	for {
+		line, err := br.ReadString('\n')
+		wire.WriteString(line)
+		if err != nil {
+			return body, err
+		}
+		sizeStr, _, _ := strings.Cut(strings.TrimSpace(line), ";")
+		size, err := strconv.ParseInt(sizeStr, 16, 64)
+		if err != nil {
+			return body, fmt.Errorf("bad chunk size %q", line)
+		}
+		if size == 0 {
+			return body, readRawLines(br, wire) // trailers
+		}
+		chunk, err := readN(size)
+		body = append(body, chunk...)
+		if err != nil {
+			return body, err
+		}
+		if end, err := readN(2); err != nil || string(end) != "\r\n" {
+			return body, fmt.Errorf("chunk not ended by CRLF: %q, %v", end, err)
 		}
 	}
-	return io.ReadAll(br)
 }
 
 // ---- Go clients ------------------------------------------------------------
@@ -512,6 +674,60 @@ func h3Client() (*http.Client, func()) {
 	return &http.Client{Transport: tr, Timeout: 60 * time.Second}, func() { tr.Close() }
 }
 
+// stressClientSet holds one Go client per kind and per Expect setting.
+type stressClientSet struct {
+	byKind  map[string]*http.Client
+	expects map[string]*http.Client
+	h3tr    *http3.Transport
+}
+
+func stressClients() *stressClientSet {
+	s := &stressClientSet{byKind: map[string]*http.Client{}, expects: map[string]*http.Client{}}
+	mk := func(set func(*http.Protocols), tlsOn, expect bool) *http.Client {
+		tr := &http.Transport{MaxConnsPerHost: 16, MaxIdleConnsPerHost: 16}
+		if tlsOn {
+			tr.TLSClientConfig = &tls.Config{InsecureSkipVerify: true}
+		}
+		if expect {
+			tr.ExpectContinueTimeout = 30 * time.Second
+		}
+		tr.Protocols = new(http.Protocols)
+		set(tr.Protocols)
+		return &http.Client{Transport: tr, Timeout: 60 * time.Second}
+	}
+	for _, expect := range []bool{false, true} {
+		m := s.byKind
+		if expect {
+			m = s.expects
+		}
+		m["h1"] = mk(func(p *http.Protocols) { p.SetHTTP1(true) }, false, expect)
+		m["h1-tls"] = mk(func(p *http.Protocols) { p.SetHTTP1(true) }, true, expect)
+		m["h2c"] = mk(func(p *http.Protocols) { p.SetUnencryptedHTTP2(true) }, false, expect)
+		m["h2"] = mk(func(p *http.Protocols) { p.SetHTTP2(true) }, true, expect)
+	}
+	s.h3tr = &http3.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true, NextProtos: []string{http3.NextProtoH3}}}
+	s.byKind["h3"] = &http.Client{Transport: s.h3tr, Timeout: 60 * time.Second}
+	return s
+}
+
+func (s *stressClientSet) pick(c stressCase) *http.Client {
+	if c.expect {
+		return s.expects[c.client]
+	}
+	return s.byKind[c.client]
+}
+
+func (s *stressClientSet) close() {
+	for _, m := range []map[string]*http.Client{s.byKind, s.expects} {
+		for k, c := range m {
+			if k != "h3" {
+				c.Transport.(*http.Transport).CloseIdleConnections()
+			}
+		}
+	}
+	s.h3tr.Close()
+}
+
 // ---- small helpers ---------------------------------------------------------
 
 // mustJSON marshals v or fails the test.
@@ -536,9 +752,124 @@ func eventually(t testing.TB, what string, cond func() bool) {
 	}
 }
 
+// envCount is the count an environment variable sets for a long test
+// (FLOOD_REQUESTS, STRESS_REQUESTS), or def when it is unset or empty. Any
+// other value than a positive whole number fails the test: a typo must not
+// run zero cases and pass.
+func envCount(t testing.TB, name string, def int) int {
+	t.Helper()
+	s := os.Getenv(name)
+	if s == "" {
+		return def
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n <= 0 {
+		t.Fatalf("%s=%q: want a positive whole number", name, s)
+	}
+	return n
+}
+
 // withTimeout is a context for one client request.
 func withTimeout(t testing.TB, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	t.Cleanup(cancel)
 	return ctx
+}
+
+// fatalRecorder is a testing.TB whose Fatalf records the message instead
+// of ending the test, for checking a helper's refusals.
+type fatalRecorder struct {
+	testing.TB
+	fatal string
+}
+
+func (r *fatalRecorder) Helper() {}
+
+func (r *fatalRecorder) Fatalf(format string, args ...any) {
+	r.fatal = fmt.Sprintf(format, args...)
+}
+
+func TestEnvCountRefusesWhatIsNotACount(t *testing.T) {
+	const name = "PROCESSING_TEST_COUNT"
+	for _, tc := range []struct {
+		value string
+		want  int
+		fatal string
+	}{
+		{"", 7, ""},
+		{"12", 12, ""},
+		{"1O0", 0, `PROCESSING_TEST_COUNT="1O0": want a positive whole number`},
+		{"0", 0, `PROCESSING_TEST_COUNT="0": want a positive whole number`},
+		{"-3", 0, `PROCESSING_TEST_COUNT="-3": want a positive whole number`},
+		{" 5", 0, `PROCESSING_TEST_COUNT=" 5": want a positive whole number`},
+	} {
+		t.Setenv(name, tc.value)
+		rec := &fatalRecorder{TB: t}
+		got := envCount(rec, name, 7)
+		if rec.fatal != tc.fatal || (tc.fatal == "" && got != tc.want) {
+			t.Errorf("%s=%q: got %d and failure %q, want %d and %q", name, tc.value, got, rec.fatal, tc.want, tc.fatal)
+		}
+	}
+}
+
+// leakedReader and leakedWriter stand for a goroutine that outlived its
+// request: one waits for bytes that never come, one writes to a peer that
+// does not read.
+func leakedReader(c net.Conn, done chan<- struct{}) {
+	defer func() { done <- struct{}{} }()
+	_, _ = c.Read(make([]byte, 1))
+}
+
+func leakedWriter(c net.Conn, done chan<- struct{}) {
+	defer func() { done <- struct{}{} }()
+	// More than loopback's socket buffers on both sides hold.
+	_, _ = c.Write(make([]byte, 64<<20))
+}
+
+// TestLeakCheckCatchesGoroutinesBlockedOnConnections runs the leak check
+// of every test against goroutines parked in the network poller, which it
+// must report, and again once they are gone, when it must pass.
+func TestLeakCheckCatchesGoroutinesBlockedOnConnections(t *testing.T) {
+	opts := append(leakOptions(), goleak.IgnoreCurrent())
+	pair := func() (net.Conn, net.Conn) {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		a, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := ln.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return a, b
+	}
+	readSide, idle := pair()
+	writeSide, deaf := pair()
+	done := make(chan struct{}, 2)
+	go leakedReader(readSide, done)
+	go leakedWriter(writeSide, done)
+
+	err := goleak.Find(opts...)
+	if err == nil {
+		t.Error("the leak check passed with two goroutines blocked on connections")
+	} else {
+		for _, want := range []string{"processing.leakedReader", "processing.leakedWriter", "internal/poll.runtime_pollWait"} {
+			if !strings.Contains(err.Error(), want) {
+				t.Errorf("the leak report does not name %s:\n%v", want, err)
+			}
+		}
+	}
+
+	for _, c := range []net.Conn{readSide, idle, writeSide, deaf} {
+		c.Close()
+	}
+	<-done
+	<-done
+	if err := goleak.Find(opts...); err != nil {
+		t.Errorf("the leak check fails once the goroutines are gone: %v", err)
+	}
 }

@@ -44,30 +44,35 @@ const InterimCountVar = "processing.interim_count"
 // configured `header` fields, never a header another handler has set.
 // HTTP/1.0 requests never get one (RFC 9110 §15.2).
 type Handler struct {
-	// Time between two 102 responses. Default: 20s, the guidance of
-	// RFC 2518 §10.1.
+	// Time between two 102 responses, a duration: a string such as "20s"
+	// or "1m30s", or an integer of nanoseconds. Must be positive.
+	// Default: 20s, the guidance of RFC 2518 §10.1.
 	Interval caddy.Duration `json:"interval,omitempty"`
 
-	// How long a request must have run before its first 102. Default: the
-	// interval. A request carrying `Prefer: processing` gets its first 102 at
-	// once instead.
+	// How long a request must have run before its first 102, a duration
+	// like `interval`. Must be positive. Default: the interval. A request
+	// carrying `Prefer: processing` gets its first 102 at once instead.
 	Delay caddy.Duration `json:"delay,omitempty"`
 
-	// At most this many 102 responses for one request; 0 means no limit.
-	// Some clients and proxies give up after a handful of interim responses
-	// (quic-go and old Go clients after 5, Java's HttpClient after 8, Apache
-	// mod_proxy after 10).
+	// At most this many 102 responses for one request, a count. Default: 0,
+	// no limit. Some clients and proxies give up after a handful of interim
+	// responses (quic-go and old Go clients after 5, Java's HttpClient
+	// after 8, Apache mod_proxy after 10).
 	Max int `json:"max,omitempty"`
 
 	// Send 102 responses only to requests that ask for them with
-	// `Prefer: processing` (draft-wright-http-progress). Default: false.
+	// `Prefer: processing` (draft-wright-http-progress), for clients that
+	// take a 102 for the final response. Default: false, every request.
 	OptIn bool `json:"opt_in,omitempty"`
 
-	// Header fields put on every 102, field name to values. Caddy
-	// placeholders are resolved once when the request starts; the module's
-	// own `{http.processing.count}` (1 for the first 102) and
+	// Header fields put on every 102, field name to a list of values.
+	// Default: none, a bare `102 Processing`. Caddy placeholders are
+	// resolved once when the request starts; the module's own
+	// `{http.processing.count}` (1 for the first 102) and
 	// `{http.processing.elapsed}` (time since the request reached this
 	// handler, such as `20.001s`) are filled in for each 102.
+	// Content-Length, Transfer-Encoding, Connection, Trailer and Upgrade
+	// are refused.
 	Header http.Header `json:"header,omitempty"`
 
 	// Async mode: a request carrying `Prefer: respond-async` (RFC 7240
@@ -78,7 +83,11 @@ type Handler struct {
 
 	interval time.Duration
 	delay    time.Duration
-	fields   []headerField
+	// grid is the coalescing granularity: 102s fall due on multiples of
+	// it (see Provision).
+	grid   time.Duration
+	wheel  *wheel
+	fields []headerField
 	// resolveFields is set when a field value holds a Caddy placeholder,
 	// which must be resolved on the request's goroutine.
 	resolveFields bool
@@ -112,6 +121,18 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.delay == 0 {
 		h.delay = h.interval
 	}
+	// 102s are due on a process-wide grid, so that those of the streams
+	// of one HTTP/2 connection that fall due close together go out in the
+	// same tick and share x/net's flush (a 102 costs about as much CPU as
+	// a write(2)). The grid moves a 102 later, never earlier, by less than
+	// one grid step: an eighth of the interval, at least the wheel's tick
+	// and at most maxGrid.
+	h.grid = min(max(h.interval/8, wheelTick), maxGrid)
+	w, err := acquireWheel()
+	if err != nil {
+		return err
+	}
+	h.wheel = w
 	h.fields = h.fields[:0]
 	h.resolveFields = false
 	for name, values := range h.Header {
@@ -135,9 +156,21 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	return nil
 }
 
-// Cleanup lets go of async mode's job registry; when the last handler
-// with async goes (caddy stop), the running jobs are cancelled.
+// maxGrid bounds the coalescing grid, and so how much later than its slot
+// a 102 may go out.
+const maxGrid = 25 * time.Millisecond
+
+// Cleanup lets go of the wheel, and of async mode's job registry: when the
+// last handler with async goes (caddy stop), its running jobs are
+// cancelled. Requests still waiting keep the wheel: it stops when nothing
+// waits.
 func (h *Handler) Cleanup() error {
+	// Caddy calls Cleanup after a failed Provision too, which may not
+	// have taken the wheel or joined the registry (cleanup checks). The
+	// field stays: requests of this config may still be using it.
+	if h.wheel != nil {
+		releaseWheel()
+	}
 	if h.Async != nil {
 		h.Async.cleanup()
 	}
@@ -199,7 +232,7 @@ func hasCaddyPlaceholder(v string) bool {
 // Interface guards
 var (
 	_ caddy.Provisioner           = (*Handler)(nil)
-	_ caddy.Validator             = (*Handler)(nil)
 	_ caddy.CleanerUpper          = (*Handler)(nil)
+	_ caddy.Validator             = (*Handler)(nil)
 	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
 )

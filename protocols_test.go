@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"net/textproto"
 	"strconv"
@@ -17,20 +16,6 @@ import (
 	"testing"
 	"time"
 )
-
-// protocolSites serves the same route over cleartext (HTTP/1.1 and h2c)
-// and TLS (HTTP/1.1, HTTP/2 and HTTP/3).
-func protocolSites(route string) string {
-	return `
-http://127.0.0.1:{PORT} {
-` + route + `
-}
-https://127.0.0.1:{TLSPORT} {
-	tls internal
-` + route + `
-}
-`
-}
 
 func TestEveryProtocolGetsInterims(t *testing.T) {
 	setBehaviour(t, "slow", sleepThen(600*time.Millisecond, "slow body"))
@@ -110,18 +95,17 @@ http://127.0.0.1:{PORT} {
 	body := bytes.Repeat([]byte("expect-continue!"), 64<<10) // 1 MiB
 	sum := sha256.Sum256(body)
 
-	conn, err := net.Dial("tcp", addr(port))
+	conn, err := dialRaw(loopback(port))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(30 * time.Second))
 	fmt.Fprintf(conn, "PUT /u HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: %d\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n", len(body))
 
 	// The handler sleeps before reading the body: 102s are due long
 	// before it, but the first thing on the wire must be the 100.
 	wire := new(bytes.Buffer)
-	br := bufio.NewReader(teeReader{conn, wire})
+	br := bufio.NewReader(io.TeeReader(conn, wire))
 	tp := textproto.NewReader(br)
 	first, err := tp.ReadLine()
 	if err != nil {

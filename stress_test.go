@@ -14,24 +14,19 @@ import (
 	"compress/gzip"
 	"context"
 	"crypto/sha256"
-	"crypto/tls"
 	"encoding/hex"
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"net/http/httptrace"
 	"net/textproto"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/quic-go/quic-go/http3"
 )
 
 // stressBody is the deterministic response body for seed: letters from a
@@ -114,11 +109,15 @@ type stressOutcome struct {
 
 func TestMixedStressAllProtocols(t *testing.T) {
 	relLeakCheck(t)
-	total := 1600 // about 2000 HTTP requests: keep-alive cases send three
-	if s := os.Getenv("STRESS_REQUESTS"); s != "" {
-		total, _ = strconv.Atoi(s)
-	}
+	total := envCount(t, "STRESS_REQUESTS", 1600) // about 2000 HTTP requests: keep-alive cases send three
 	const concurrency = 120
+	// minSlow102 is the least mean count of 102s for the requests whose
+	// handler works 50 ms: about 49 are due at a 1 ms interval, but with
+	// 120 requests at once under -race on 2 shared cores the ticks come
+	// late (measured 4.1 with a timer per request, 2.2 with issue 9's
+	// wheel, its tick 1 ms). At least one each on average proves they
+	// flowed.
+	const minSlow102 = 1
 	setBehaviour(t, "stress", stressBehaviour)
 	// HTTP/3 requests get at most 4 102s: quic-go's client gives up after 5.
 	port, tlsPort := startCaddy(t, protocolSites(`
@@ -194,9 +193,9 @@ func TestMixedStressAllProtocols(t *testing.T) {
 			var err error
 			switch c.client {
 			case "raw-h1":
-				out, err = stressRaw(relAddr(port), c, 1)
+				out, err = stressRaw(loopback(port), c, 1)
 			case "raw-h1-keepalive":
-				out, err = stressRaw(relAddr(port), c, 3)
+				out, err = stressRaw(loopback(port), c, 3)
 			default:
 				base := secure
 				if c.client == "h1" || c.client == "h2c" {
@@ -209,17 +208,17 @@ func TestMixedStressAllProtocols(t *testing.T) {
 				t.Errorf("request %d %+v: %v", i, c, err)
 				return
 			}
+			requests := int64(1)
+			if c.client == "raw-h1-keepalive" {
+				requests = 3
+			}
 			seen102.Add(int64(out.interims102))
 			if c.sleepMS == 50 && c.client != "h3" && c.upload == 0 {
 				slow102.Add(int64(out.interims102))
-				slowN.Add(1)
+				slowN.Add(requests)
 			}
 			v, _ := perClient.LoadOrStore(c.client, new(atomic.Int64))
-			if c.client == "raw-h1-keepalive" {
-				v.(*atomic.Int64).Add(3)
-			} else {
-				v.(*atomic.Int64).Add(1)
-			}
+			v.(*atomic.Int64).Add(requests)
 		}()
 	}
 	wg.Wait()
@@ -228,9 +227,18 @@ func TestMixedStressAllProtocols(t *testing.T) {
 		return
 	}
 	// Every 102 the module sent reached a client, and no client saw one
-	// the module did not count.
+	// the module did not count. That also holds when nothing was sent,
+	// so the 102s must be there too (see minSlow102).
 	if sent := relInterimsSent(t) - sentBefore; int64(sent) != seen102.Load() {
 		t.Errorf("module sent %v 102s, clients saw %d", sent, seen102.Load())
+	}
+	if seen102.Load() == 0 {
+		t.Errorf("no 102 in %d requests", total)
+	}
+	if slowN.Load() > 0 {
+		if mean := float64(slow102.Load()) / float64(slowN.Load()); mean < minSlow102 {
+			t.Errorf("%.1f 102s per 50 ms request on average, want at least %d", mean, minSlow102)
+		}
 	}
 	var mix []string
 	requests := int64(0)
@@ -244,60 +252,6 @@ func TestMixedStressAllProtocols(t *testing.T) {
 		requests, strings.Join(mix, ", "), concurrency, elapsed.Round(time.Millisecond), seen102.Load(),
 		float64(slow102.Load())/float64(max(slowN.Load(), 1)))
 	relAssertNoMoreInterims(t, 50*time.Millisecond)
-}
-
-// stressClientSet holds one Go client per kind and per Expect setting.
-type stressClientSet struct {
-	byKind  map[string]*http.Client
-	expects map[string]*http.Client
-	h3tr    *http3.Transport
-}
-
-func stressClients() *stressClientSet {
-	s := &stressClientSet{byKind: map[string]*http.Client{}, expects: map[string]*http.Client{}}
-	mk := func(set func(*http.Protocols), tlsOn, expect bool) *http.Client {
-		tr := &http.Transport{MaxConnsPerHost: 16, MaxIdleConnsPerHost: 16}
-		if tlsOn {
-			tr.TLSClientConfig = &tls.Config{InsecureSkipVerify: true}
-		}
-		if expect {
-			tr.ExpectContinueTimeout = 30 * time.Second
-		}
-		tr.Protocols = new(http.Protocols)
-		set(tr.Protocols)
-		return &http.Client{Transport: tr, Timeout: 60 * time.Second}
-	}
-	for _, expect := range []bool{false, true} {
-		m := s.byKind
-		if expect {
-			m = s.expects
-		}
-		m["h1"] = mk(func(p *http.Protocols) { p.SetHTTP1(true) }, false, expect)
-		m["h1-tls"] = mk(func(p *http.Protocols) { p.SetHTTP1(true) }, true, expect)
-		m["h2c"] = mk(func(p *http.Protocols) { p.SetUnencryptedHTTP2(true) }, false, expect)
-		m["h2"] = mk(func(p *http.Protocols) { p.SetHTTP2(true) }, true, expect)
-	}
-	s.h3tr = &http3.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true, NextProtos: []string{http3.NextProtoH3}}}
-	s.byKind["h3"] = &http.Client{Transport: s.h3tr, Timeout: 60 * time.Second}
-	return s
-}
-
-func (s *stressClientSet) pick(c stressCase) *http.Client {
-	if c.expect {
-		return s.expects[c.client]
-	}
-	return s.byKind[c.client]
-}
-
-func (s *stressClientSet) close() {
-	for _, m := range []map[string]*http.Client{s.byKind, s.expects} {
-		for k, c := range m {
-			if k != "h3" {
-				c.Transport.(*http.Transport).CloseIdleConnections()
-			}
-		}
-	}
-	s.h3tr.Close()
 }
 
 // stressCheckFinal checks what every client must get: the body for the
@@ -319,26 +273,16 @@ func stressCheckFinal(c stressCase, status int, h http.Header, body []byte, uplo
 	return nil
 }
 
-// stressCheck102 checks that the interim header h of the nth 102 holds
-// exactly the configured field with its count.
-func stressCheck102(n int, h http.Header) error {
-	if len(h) != 1 || len(h["X-Progress"]) != 1 || h.Get("X-Progress") != strconv.Itoa(n) {
-		return fmt.Errorf("102 number %d carries %v", n, h)
-	}
-	return nil
-}
-
 // stressRaw plays c over a raw HTTP/1.1 connection, checking every byte,
 // rounds times on the same connection: a 102 that outlived its request
 // would arrive before the next request's 102s and break their numbering.
 func stressRaw(address string, c stressCase, rounds int) (stressOutcome, error) {
 	var out stressOutcome
-	conn, err := net.DialTimeout("tcp", address, 10*time.Second)
+	conn, err := dialRaw(address)
 	if err != nil {
 		return out, err
 	}
 	defer conn.Close()
-	_ = conn.SetDeadline(time.Now().Add(60 * time.Second))
 	br := bufio.NewReader(conn)
 	upload := stressBody(c.seed+1<<32, c.upload)
 	for round := range rounds {
@@ -384,8 +328,7 @@ func stressRaw(address string, c stressCase, rounds int) (stressOutcome, error) 
 				return out, fmt.Errorf("round %d: interim %d after the 100: %q", round, in.Code, in.Raw)
 			}
 			out.interims102++
-			want := fmt.Sprintf("HTTP/1.1 102 Processing\r\nX-Progress: %d\r\n\r\n", i+1)
-			if in.Raw != want {
+			if want := progress102(i + 1); in.Raw != want {
 				return out, fmt.Errorf("round %d: 102 is %q, want %q", round, in.Raw, want)
 			}
 		}
@@ -431,7 +374,7 @@ func stressGo(client *http.Client, base string, c stressCase) (stressOutcome, er
 				n100++
 			case code == http.StatusProcessing:
 				n102++
-				if err := stressCheck102(n102, http.Header(h)); err != nil && trouble == nil {
+				if err := checkProgressHeader(n102, http.Header(h)); err != nil && trouble == nil {
 					trouble = err
 				}
 			default:

@@ -50,6 +50,12 @@ type clientResult struct {
 	// Interims that came earlier than their schedule (negative lateness)
 	// by more than 5 ms: 102s the schedule does not account for.
 	Early int `json:"early"`
+	// ShortGaps counts two consecutive 102s of one request closer than
+	// the interval less the module's coalescing grid, less 5 ms of the
+	// client's own jitter.
+	ShortGaps int `json:"short_gaps"`
+	// GapMin is the shortest time between two 102s of one request.
+	GapMin float64 `json:"gap_min_ms"`
 	// RampDone is when the last request was written, after start.
 	RampDone time.Duration `json:"ramp_done"`
 	Wall     time.Duration `json:"wall"`
@@ -59,16 +65,18 @@ type clientResult struct {
 type tally struct {
 	mu        sync.Mutex
 	lateness  []time.Duration
+	gaps      []time.Duration
 	completed int
 	failed    int
 	errors    []string
 	sent      int
 }
 
-func (t *tally) add(late []time.Duration, err error) {
+func (t *tally) add(late, gaps []time.Duration, err error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.lateness = append(t.lateness, late...)
+	t.gaps = append(t.gaps, gaps...)
 	if err != nil {
 		t.failed++
 		if len(t.errors) < 5 {
@@ -85,13 +93,22 @@ func (t *tally) markSent() {
 	t.mu.Unlock()
 }
 
-// schedule turns the arrival times of one request's 102s into lateness.
-func (c clientConfig) schedule(sent time.Time, arrivals []time.Time) []time.Duration {
-	late := make([]time.Duration, len(arrivals))
+// schedule turns the arrival times of one request's 102s into lateness
+// and the gaps between them.
+func (c clientConfig) schedule(sent time.Time, arrivals []time.Time) (late, gaps []time.Duration) {
+	late = make([]time.Duration, len(arrivals))
 	for k, at := range arrivals {
 		late[k] = at.Sub(sent.Add(c.Delay + time.Duration(k)*c.Interval))
+		if k > 0 {
+			gaps = append(gaps, at.Sub(arrivals[k-1]))
+		}
 	}
-	return late
+	return late, gaps
+}
+
+// grid is the module's coalescing grid for the interval (Handler.grid).
+func (c clientConfig) grid() time.Duration {
+	return min(max(c.Interval/8, time.Millisecond), 25*time.Millisecond)
 }
 
 // runClient runs the whole load and writes the result as JSON to stdout.
@@ -151,6 +168,14 @@ func runClient(c clientConfig) error {
 			}
 		}
 	}
+	if len(t.gaps) > 0 {
+		r.GapMin = float64(slices.Min(t.gaps)) / float64(time.Millisecond)
+		for _, g := range t.gaps {
+			if g < c.Interval-c.grid()-5*time.Millisecond {
+				r.ShortGaps++
+			}
+		}
+	}
 	return json.NewEncoder(os.Stdout).Encode(r)
 }
 
@@ -166,14 +191,14 @@ func (c clientConfig) h1Request(t *tally, at time.Time) {
 	time.Sleep(time.Until(at))
 	conn, err := net.DialTimeout("tcp", c.Addr, 30*time.Second)
 	if err != nil {
-		t.add(nil, err)
+		t.add(nil, nil, err)
 		return
 	}
 	defer conn.Close()
 	_ = conn.SetDeadline(time.Now().Add(c.Timeout))
 	req := "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: loadtest\r\n\r\n"
 	if _, err := io.WriteString(conn, req); err != nil {
-		t.add(nil, err)
+		t.add(nil, nil, err)
 		return
 	}
 	sent := time.Now()
@@ -183,7 +208,8 @@ func (c clientConfig) h1Request(t *tally, at time.Time) {
 	for {
 		code, err := readHead(br)
 		if err != nil {
-			t.add(c.schedule(sent, arrivals), fmt.Errorf("after %d interims: %w", len(arrivals), err))
+			late, gaps := c.schedule(sent, arrivals)
+			t.add(late, gaps, fmt.Errorf("after %d interims: %w", len(arrivals), err))
 			return
 		}
 		if code == 102 {
@@ -191,15 +217,18 @@ func (c clientConfig) h1Request(t *tally, at time.Time) {
 			continue
 		}
 		if code != 200 {
-			t.add(c.schedule(sent, arrivals), fmt.Errorf("status %d", code))
+			late, gaps := c.schedule(sent, arrivals)
+			t.add(late, gaps, fmt.Errorf("status %d", code))
 			return
 		}
 		body := make([]byte, 4)
 		if _, err := io.ReadFull(br, body); err != nil || string(body) != "done" {
-			t.add(c.schedule(sent, arrivals), fmt.Errorf("body %q: %v", body, err))
+			late, gaps := c.schedule(sent, arrivals)
+			t.add(late, gaps, fmt.Errorf("body %q: %v", body, err))
 			return
 		}
-		t.add(c.schedule(sent, arrivals), nil)
+		late, gaps := c.schedule(sent, arrivals)
+		t.add(late, gaps, nil)
 		return
 	}
 }
@@ -243,7 +272,7 @@ func (c clientConfig) h2Conn(t *tally, slots []time.Time) {
 	time.Sleep(time.Until(slots[0]))
 	fail := func(n int, err error) {
 		for range n {
-			t.add(nil, err)
+			t.add(nil, nil, err)
 		}
 	}
 	conn, err := net.DialTimeout("tcp", c.Addr, 30*time.Second)
@@ -315,7 +344,8 @@ func (c clientConfig) h2Conn(t *tally, slots []time.Time) {
 		delete(streams, id)
 		mu.Unlock()
 		if s != nil {
-			t.add(c.schedule(s.sent, s.arrivals), err)
+			late, gaps := c.schedule(s.sent, s.arrivals)
+			t.add(late, gaps, err)
 		}
 	}
 	done := 0

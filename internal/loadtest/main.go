@@ -9,6 +9,9 @@
 //	scale: N concurrent long requests held for a while with a 102 every
 //	       interval, over HTTP/1.1 and h2c: completion, 102 lateness,
 //	       memory per in-flight request, CPU, and CPU per 102.
+//	floor: the kernel's floor for one 102 on HTTP/1.1: 27-byte writes
+//	       round-robin to N idle loopback connections, one per connection
+//	       per interval, for the hold time.
 //
 // Run it with internal/loadtest/run.sh, which raises the file descriptor
 // limit first. The client of the scale test is this same program started
@@ -39,7 +42,7 @@ var logf = log.New(os.Stderr, "", log.Ltime)
 
 func main() {
 	var (
-		mode       = flag.String("mode", "all", "what to run: rps, scale or all")
+		mode       = flag.String("mode", "all", "what to run: rps, scale, floor (the kernel's floor for a 102 on HTTP/1.1) or all")
 		out        = flag.String("out", "", "also write the results as JSON to this file")
 		protos     = flag.String("protos", "h1,h2", "protocols to test, comma-separated: h1 (HTTP/1.1), h2 (h2c)")
 		rpsRounds  = flag.Int("rps-rounds", 12, "rps: rounds, each one run with and one without the module")
@@ -73,6 +76,13 @@ func main() {
 
 	report := map[string]any{"machine": machine()}
 	var err error
+	if *mode == "floor" || *mode == "all" {
+		var f *floorReport
+		if f, err = runFloor(*n, *interval, *holdFor); err != nil {
+			logf.Fatal(err)
+		}
+		report["floor"] = f
+	}
 	for _, p := range strings.Split(*protos, ",") {
 		if *mode == "rps" || *mode == "all" {
 			var r *rpsReport
@@ -206,8 +216,8 @@ func runScale(c scaleConfig) (*scaleReport, error) {
 		rep.CPUPerInterim = (rep.With.CPU - rep.Without.CPU) / time.Duration(n)
 	}
 	cl := rep.With.Client
-	logf.Printf("scale %s: with: %d/%d completed, %d failed, %d 102s, lateness p50 %.1f ms p99 %.1f ms max %.1f ms, %d early",
-		c.Proto, cl.Completed, c.N, cl.Failed, cl.Interims, cl.LateP50, cl.LateP99, cl.LateMax, cl.Early)
+	logf.Printf("scale %s: with: %d/%d completed, %d failed, %d 102s, lateness p50 %.1f ms p99 %.1f ms max %.1f ms, %d early, shortest gap %.1f ms, %d gaps shorter than interval-grid",
+		c.Proto, cl.Completed, c.N, cl.Failed, cl.Interims, cl.LateP50, cl.LateP99, cl.LateMax, cl.Early, cl.GapMin, cl.ShortGaps)
 	logf.Printf("scale %s: without: %d/%d completed, %d failed", c.Proto, rep.Without.Client.Completed, c.N, rep.Without.Client.Failed)
 	logf.Printf("scale %s: memory per in-flight request: %.0f B with, %.0f B without (growth from each run's start); the module adds %.0f B (heap %+.0f B, stacks %+.0f B)",
 		c.Proto, rep.With.PerRequest, rep.Without.PerRequest, rep.ModuleBytesPerRequest, rep.ModuleHeapPerRequest, rep.ModuleStacksPerRequest)

@@ -1,0 +1,189 @@
+package processing
+
+import (
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+)
+
+// Header isolation. Go's servers put the whole live header map on every 1xx
+// (net/http writes it for HTTP/1.1, x/net encodes it for HTTP/2, quic-go for
+// HTTP/3), so while 102s may go out the real map must hold nothing but the
+// 102's own fields, and the next handler's fields must live elsewhere.
+
+// fieldsWhere is where the next handler's header fields are. Guarded by the
+// writer's mu until the final status; then only the request's goroutine
+// looks at it.
+type fieldsWhere uint8
+
+const (
+	// fieldsInReal: in the real map, where Caddy's server put Server and
+	// Alt-Svc; no 102 has gone out and the next handler has not asked for
+	// a map.
+	fieldsInReal fieldsWhere = iota
+	// fieldsStashed: a 102 moved them (two at most) into the writer's
+	// inline stash; the next handler has not asked for a map yet.
+	fieldsStashed
+	// fieldsHeld: in held, the map the next handler has (or will get at
+	// its first Header call).
+	fieldsHeld
+	// fieldsRestored: back in the real map, at the final status or when
+	// the request ended without one.
+	fieldsRestored
+	// fieldsHijacked: the connection was taken; no map is written again.
+	fieldsHijacked
+)
+
+// vacateLocked moves the response's header fields out of the real map, for
+// a 1xx that must carry other fields: into held if this writer has a map,
+// or into the stash if they fit (the usual Server and Alt-Svc). A request
+// waiting on reverse_proxy or webdav has not asked for its header map yet,
+// and then needs no map of its own while it waits.
+func (w *interimWriter) vacateLocked() {
+	if w.where != fieldsInReal {
+		return
+	}
+	if w.held == nil && w.stash.take(w.realHeader) {
+		w.where = fieldsStashed
+		return
+	}
+	if w.held == nil {
+		w.held = make(http.Header, len(w.realHeader))
+	}
+	moveHeader(w.held, w.realHeader)
+	w.where = fieldsHeld
+}
+
+// handOutLocked returns the map for the next handler before the final
+// status, moving its fields there.
+func (w *interimWriter) handOutLocked() http.Header {
+	switch w.where {
+	case fieldsInReal:
+		w.held = make(http.Header, len(w.realHeader)+4)
+		moveHeader(w.held, w.realHeader)
+	case fieldsStashed:
+		w.held = make(http.Header, len(w.stash.keys)+4)
+		w.stash.moveTo(w.held)
+	}
+	w.where = fieldsHeld
+	return w.held
+}
+
+// restoreLocked moves the response's header fields back into the real map.
+func (w *interimWriter) restoreLocked() {
+	switch w.where {
+	case fieldsStashed:
+		w.stash.moveTo(w.realHeader)
+	case fieldsHeld:
+		moveHeader(w.realHeader, w.held)
+	}
+	w.where = fieldsRestored
+}
+
+// writeInterimLocked writes a 1xx carrying what realHeader holds, and
+// empties realHeader again if the response's fields live elsewhere.
+//
+// x/net/http2 queues a 1xx HEADERS frame for its frame writer goroutine
+// with the live map, and WriteHeader can return before that goroutine has
+// encoded it: when the stream is reset or the connection closes. Writing to
+// the map afterwards would then race with the encoder. When the map holds
+// Transfer-Encoding, though, WriteHeader hands the frame writer a private
+// clone without that field, so realHeader is ours again however
+// WriteHeader returned. HTTP/1.1 and HTTP/3 write 1xx synchronously.
+func (w *interimWriter) writeInterimLocked(to http.ResponseWriter, code int) {
+	if w.http2 {
+		te, hadTE := w.realHeader["Transfer-Encoding"]
+		w.realHeader["Transfer-Encoding"] = forceHeaderClone
+		to.WriteHeader(code)
+		if hadTE {
+			w.realHeader["Transfer-Encoding"] = te
+		} else {
+			delete(w.realHeader, "Transfer-Encoding")
+		}
+	} else {
+		to.WriteHeader(code)
+	}
+	w.interim = true
+	if w.where == fieldsStashed || w.where == fieldsHeld {
+		clear(w.realHeader)
+	}
+}
+
+// forceHeaderClone is the Transfer-Encoding value that makes HTTP/2 clone
+// the header map for a 1xx (see writeInterimLocked).
+var forceHeaderClone = []string{"chunked"}
+
+// fieldStash holds the few header fields of a request whose real map was
+// emptied for a 102 before the next handler asked for a map.
+type fieldStash struct {
+	keys   [2]string // "" where unused
+	values [2][]string
+}
+
+// take moves every field of h into the stash if they fit.
+func (s *fieldStash) take(h http.Header) bool {
+	if len(h) > len(s.keys) {
+		return false
+	}
+	i := 0
+	for k, v := range h {
+		s.keys[i], s.values[i] = k, v
+		i++
+	}
+	clear(h)
+	return true
+}
+
+// copyTo adds the stashed fields to h.
+func (s *fieldStash) copyTo(h http.Header) {
+	for i, k := range s.keys {
+		if k != "" {
+			h[k] = s.values[i]
+		}
+	}
+}
+
+// moveTo adds the stashed fields to h and empties the stash.
+func (s *fieldStash) moveTo(h http.Header) {
+	s.copyTo(h)
+	*s = fieldStash{}
+}
+
+// moveHeader moves every field of src into dst, leaving src empty.
+func moveHeader(dst, src http.Header) {
+	for k, v := range src {
+		dst[k] = v
+	}
+	clear(src)
+}
+
+// resolveFields resolves Caddy placeholders in the configured fields. It
+// runs on the request's goroutine: the replacer is not safe from another.
+func resolveFields(fields []headerField, r *http.Request) []headerField {
+	repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	if repl == nil {
+		return fields
+	}
+	resolved := make([]headerField, len(fields))
+	for i, f := range fields {
+		resolved[i] = f
+		resolved[i].values = make([]string, len(f.values))
+		for j, v := range f.values {
+			resolved[i].values[j] = repl.ReplaceKnown(v, "")
+		}
+	}
+	return resolved
+}
+
+// fillInterimPlaceholders fills in the module's own placeholders for one 102.
+func fillInterimPlaceholders(values []string, count int, elapsed time.Duration) []string {
+	out := make([]string, len(values))
+	for i, v := range values {
+		v = strings.ReplaceAll(v, countPlaceholder, strconv.Itoa(count))
+		out[i] = strings.ReplaceAll(v, elapsedPlaceholder, elapsed.Round(time.Millisecond).String())
+	}
+	return out
+}

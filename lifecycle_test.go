@@ -1,0 +1,444 @@
+package processing
+
+// What happens to the objects the module hands downstream once its
+// ServeHTTP has returned: the request's variable table, the request body
+// wrapper and the ResponseWriter. Go's Transport dials and reads request
+// bodies after RoundTrip returned, and other handlers' goroutines may keep
+// the writer (FACTS-1xx.md, "Lifecycle").
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// stuckListener returns the address of a loopback listener whose accept
+// queue is full and that never accepts, so that a new connection to it hangs
+// in connect: Linux drops the SYN of a connection the full queue cannot
+// take, and the client retransmits until its dialer gives up.
+func stuckListener(t testing.TB) string {
+	t.Helper()
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	// A backlog of 0 leaves room for one connection (Linux takes
+	// backlog+1).
+	if err := syscall.Listen(fd, 0); err != nil {
+		t.Fatal(err)
+	}
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	address := fmt.Sprintf("127.0.0.1:%d", sa.(*syscall.SockaddrInet4).Port)
+	var fillers []net.Conn
+	t.Cleanup(func() {
+		for _, c := range fillers {
+			c.Close()
+		}
+		syscall.Close(fd)
+	})
+	for range 16 {
+		c, err := net.DialTimeout("tcp", address, 300*time.Millisecond)
+		if err != nil {
+			return address // the queue is full: this dial hung
+		}
+		fillers = append(fillers, c)
+	}
+	t.Fatal("the accept queue of the stuck listener never filled")
+	return ""
+}
+
+// TestNoVariableWriteAfterClientGivesUpDuringDial is the regression test for
+// the crash of issue 8: the module wrote the request's variable table after
+// next returned, while reverse_proxy's transport, still dialing on its own
+// goroutine after the cancelled RoundTrip had returned, read the same table
+// (caddyhttp.GetVar in its dial function). Under -race this test fails on
+// that write; without -race the same race is a fatal "concurrent map read
+// and map write" that kills the process.
+func TestNoVariableWriteAfterClientGivesUpDuringDial(t *testing.T) {
+	stuck := stuckListener(t)
+	accessLog := filepath.Join(t.TempDir(), "access.log")
+	port, _ := startCaddy(t, fmt.Sprintf(`
+http://127.0.0.1:{PORT} {
+	log {
+		output file %s
+		format json
+	}
+	vars tenant acme
+	log_append interim_count {http.vars.processing.interim_count}
+	processing 5ms
+	reverse_proxy %s {
+		transport http {
+			dial_timeout 1s
+		}
+	}
+}
+`, accessLog, stuck))
+
+	const requests, concurrency = 300, 20
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	trackTransport(client.Transport.(*http.Transport))
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	gaveUp := 0
+	sem := make(chan struct{}, concurrency)
+	for i := range requests {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			// Give up during the dial, after a 102 or two on some.
+			ctx, cancel := context.WithTimeout(context.Background(), time.Duration(20+i%30)*time.Millisecond)
+			defer cancel()
+			req, _ := http.NewRequestWithContext(ctx, "GET", fmt.Sprintf("http://127.0.0.1:%d/", port), nil)
+			res, err := client.Do(req)
+			if err == nil {
+				res.Body.Close()
+				t.Errorf("request %d got %d from an upstream that cannot be reached in time", i, res.StatusCode)
+				return
+			}
+			if errors.Is(err, context.DeadlineExceeded) {
+				mu.Lock()
+				gaveUp++
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	if gaveUp != requests {
+		t.Fatalf("%d of %d clients gave up during the dial; the rest failed otherwise", gaveUp, requests)
+	}
+	// The transport's dials end at its dial timeout; wait for them, so that
+	// the leak check at the end of the run does not see them and every
+	// request that reached Caddy is in the access log.
+	eventually(t, "the upstream dials to end", func() bool {
+		return !strings.Contains(allStacks(), "reverseproxy.(*HTTPTransport).NewTransport")
+	})
+	// Each request that reached Caddy (a client may give up before it
+	// did) is logged with its count as a number: the module's variable is
+	// readable after the handler returned.
+	entries := readJSONLines(t, accessLog)
+	if len(entries) < requests/3 {
+		t.Fatalf("only %d access log entries for %d requests", len(entries), requests)
+	}
+	for _, e := range entries {
+		if _, ok := e["interim_count"].(float64); !ok {
+			t.Fatalf("access log entry without a numeric interim_count: %v", e)
+		}
+	}
+}
+
+// allStacks is every goroutine's stack.
+func allStacks() string {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			return string(buf[:n])
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+}
+
+// lateUse runs a request whose handler hands something to a goroutine that
+// uses it only after the handler returned, while a second request on
+// another connection waits for its own answer behind processing. use runs
+// in that goroutine; it returns when use has returned.
+type lateUse struct {
+	secondWaiting chan struct{} // closed when the second request's handler runs
+	used          chan struct{} // closed when the late use is over
+}
+
+func newLateUse() *lateUse {
+	return &lateUse{secondWaiting: make(chan struct{}), used: make(chan struct{})}
+}
+
+// second is the behaviour of the request that must stay untouched: it
+// signals that it runs, waits for the late use and a few 102s more, and
+// answers.
+func (l *lateUse) second(w http.ResponseWriter, r *http.Request) error {
+	close(l.secondWaiting)
+	<-l.used
+	time.Sleep(150 * time.Millisecond)
+	_, err := io.WriteString(w, "second")
+	return err
+}
+
+// checkSecondRaw asserts that the second request's connection carried only
+// its own bare 102s and its own final response.
+func checkSecondRaw(t *testing.T, res *rawResponse) {
+	t.Helper()
+	if res.Status != 200 || string(res.Body) != "second" {
+		t.Fatalf("second request: %d %q\n%s", res.Status, res.Body, res.Wire)
+	}
+	if len(res.Interims) == 0 {
+		t.Fatalf("second request got no 102, so the check saw nothing:\n%s", res.Wire)
+	}
+	for _, in := range res.Interims {
+		if in.Raw != "HTTP/1.1 102 Processing\r\n\r\n" {
+			t.Fatalf("second request got an interim response that is not its own bare 102: %q\n%s", in.Raw, res.Wire)
+		}
+	}
+}
+
+const lateUseSites = `
+http://127.0.0.1:{PORT} {
+	processing 30ms
+	handle /first {
+		test_work first
+	}
+	handle /second {
+		test_work second
+	}
+}
+`
+
+// TestLateFirstBodyReadTouchesNoOtherResponse: a transport may read a
+// request body for the first time after RoundTrip returned. The body
+// wrapper's first read opens the 102 gate and, for Expect: 100-continue,
+// writes the module's 100 Continue: on a writer that is done it must do
+// neither, on any connection.
+func TestLateFirstBodyReadTouchesNoOtherResponse(t *testing.T) {
+	l := newLateUse()
+	readErr := make(chan error, 1)
+	setBehaviour(t, "first", func(w http.ResponseWriter, r *http.Request) error {
+		body := r.Body
+		go func() {
+			defer close(l.used)
+			<-l.secondWaiting
+			_, err := body.Read(make([]byte, 16))
+			readErr <- err
+		}()
+		_, err := io.WriteString(w, "first")
+		return err
+	})
+	setBehaviour(t, "second", l.second)
+	port, _ := startCaddy(t, lateUseSites)
+
+	first := rawRequest(t, loopback(port), "POST /first HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 5\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n")
+	if first.Status != 200 || string(first.Body) != "first" || len(first.Interims) != 0 {
+		t.Fatalf("first request: %d %q with %d interims\n%s", first.Status, first.Body, len(first.Interims), first.Wire)
+	}
+	second := rawRequest(t, loopback(port), rawGet("/second"))
+	checkSecondRaw(t, second)
+	if err := <-readErr; err == nil {
+		t.Errorf("a first read of a finished request's body succeeded; want net/http's error")
+	}
+}
+
+// TestLateInterimFromAGoroutineTouchesNoOtherResponse: a handler's goroutine
+// that kept the writer (as reverse_proxy's transport goroutine does for
+// upstream 1xx) writes a 103 with a field, a body and a flush after the
+// handler returned. Nothing of it may reach any connection: on HTTP/2 a
+// late WriteHeader would panic in x/net, and net/http's HTTP/1.1 writer
+// serves another response by then.
+func TestLateInterimFromAGoroutineTouchesNoOtherResponse(t *testing.T) {
+	for _, proto := range []string{"HTTP/1.1", "h2c"} {
+		t.Run(proto, func(t *testing.T) {
+			l := newLateUse()
+			late := make(chan error, 1)
+			setBehaviour(t, "first", func(w http.ResponseWriter, r *http.Request) error {
+				go func() {
+					defer close(l.used)
+					<-l.secondWaiting
+					w.Header().Set("Link", "</late.css>; rel=preload")
+					w.WriteHeader(http.StatusEarlyHints)
+					_, err := w.Write([]byte("late"))
+					http.NewResponseController(w).Flush()
+					late <- err
+				}()
+				_, err := io.WriteString(w, "first")
+				return err
+			})
+			setBehaviour(t, "second", l.second)
+			port, _ := startCaddy(t, lateUseSites)
+
+			if proto == "HTTP/1.1" {
+				first := rawRequest(t, loopback(port), rawGet("/first"))
+				if first.Status != 200 || string(first.Body) != "first" || len(first.Interims) != 0 {
+					t.Fatalf("first request: %d %q\n%s", first.Status, first.Body, first.Wire)
+				}
+				checkSecondRaw(t, rawRequest(t, loopback(port), rawGet("/second")))
+			} else {
+				// One HTTP/2 connection carries both requests.
+				client := h2cClient()
+				base := fmt.Sprintf("http://127.0.0.1:%d", port)
+				req, _ := http.NewRequest("GET", base+"/first", nil)
+				first, err := tracedDo(t, client, req)
+				if err != nil || first.Status != 200 || string(first.Body) != "first" || len(first.Interims) != 0 {
+					t.Fatalf("first request: %v %+v", err, first)
+				}
+				req, _ = http.NewRequest("GET", base+"/second", nil)
+				second, err := tracedDo(t, client, req)
+				if err != nil || second.Status != 200 || string(second.Body) != "second" {
+					t.Fatalf("second request: %v %+v", err, second)
+				}
+				if second.count(http.StatusProcessing) == 0 || second.count(http.StatusProcessing) != len(second.Interims) {
+					t.Fatalf("second request's interim responses: %+v", second.Interims)
+				}
+				for _, in := range second.Interims {
+					if len(in.Header) != 0 {
+						t.Fatalf("a 102 of the second request carries fields: %v", in.Header)
+					}
+				}
+				if second.Header.Get("Link") != "" {
+					t.Fatalf("the second response carries the late field: %v", second.Header)
+				}
+			}
+			if err := <-late; err == nil {
+				t.Errorf("a late Write succeeded; want an error")
+			}
+		})
+	}
+}
+
+// TestInterimCountVariable: the request variable holds the count for every
+// request that passed the handler, as a JSON number in the access log
+// (log_append) and as digits through its placeholder, and 0 for a request
+// the module leaves alone.
+func TestInterimCountVariable(t *testing.T) {
+	setBehaviour(t, "slow", sleepThen(250*time.Millisecond, "done"))
+	accessLog := filepath.Join(t.TempDir(), "access.log")
+	port, _ := startCaddy(t, fmt.Sprintf(`
+http://127.0.0.1:{PORT} {
+	log {
+		output file %s
+		format json
+	}
+	log_append interim_count {http.vars.processing.interim_count}
+	header >X-Interims "n={http.vars.processing.interim_count}"
+	handle /all {
+		processing 40ms
+		test_work slow
+	}
+	handle /optin {
+		processing 40ms {
+			opt_in
+		}
+		test_work slow
+	}
+}
+`, accessLog))
+
+	cases := []struct {
+		name, request string
+		some          bool // whether 102s are expected
+	}{
+		{"HTTP/1.1", "GET /all?1 HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n", true},
+		{"HTTP/1.0 is left alone", "GET /all?2 HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n", false},
+		{"opt_in without Prefer", "GET /optin?3 HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n", false},
+		{"opt_in with Prefer", "GET /optin?4 HTTP/1.1\r\nHost: 127.0.0.1\r\nPrefer: processing\r\nConnection: close\r\n\r\n", true},
+	}
+	want := map[string]float64{}
+	for _, c := range cases {
+		res := rawRequest(t, loopback(port), c.request)
+		n := len(res.Interims)
+		if res.Status != 200 || string(res.Body) != "done" || (n > 0) != c.some {
+			t.Fatalf("%s: %d %q with %d interims\n%s", c.name, res.Status, res.Body, n, res.Wire)
+		}
+		// The header directive's deferred operation runs at the final
+		// status, after the last 102: the placeholder gives the digits.
+		if got := res.Header.Get("X-Interims"); got != fmt.Sprintf("n=%d", n) {
+			t.Errorf("%s: X-Interims %q after %d 102s", c.name, got, n)
+		}
+		uri := strings.Fields(c.request)[1]
+		want[uri] = float64(n)
+	}
+	eventually(t, "the access log", func() bool { return len(readJSONLines(t, accessLog)) >= len(cases) })
+	for _, e := range readJSONLines(t, accessLog) {
+		req, _ := e["request"].(map[string]any)
+		uri, _ := req["uri"].(string)
+		n, ok := e["interim_count"].(float64)
+		if !ok {
+			t.Errorf("%s: interim_count is %#v, want a JSON number", uri, e["interim_count"])
+			continue
+		}
+		if n != want[uri] {
+			t.Errorf("%s: interim_count %v, want %v", uri, n, want[uri])
+		}
+		delete(want, uri)
+	}
+	if len(want) != 0 {
+		t.Errorf("no access log entry for %v", want)
+	}
+}
+
+// TestStalledClientHoldsBackNoOtherRequest: HTTP/1.1 flushes every 1xx to
+// the socket, so a 102 to a client that stopped reading blocks once the
+// socket buffers are full. Each due 102 is written on a goroutine of its
+// own, off the wheel's: another request's 102s keep coming meanwhile.
+func TestStalledClientHoldsBackNoOtherRequest(t *testing.T) {
+	release := make(chan struct{})
+	setBehaviour(t, "hold", func(w http.ResponseWriter, r *http.Request) error {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+			return r.Context().Err()
+		}
+		_, err := io.WriteString(w, "done")
+		return err
+	})
+	port, _ := startCaddy(t, `
+http://127.0.0.1:{PORT} {
+	processing 2ms {
+		header X-Pad `+strings.Repeat("x", 8000)+`
+	}
+	test_work hold
+}
+`)
+	// The stalled client: a small receive buffer, and it never reads.
+	d := net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		err := c.Control(func(fd uintptr) {
+			serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
+		})
+		if err != nil {
+			return err
+		}
+		return serr
+	}}
+	stalled, err := d.Dial("tcp", loopback(port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.WriteString(stalled, "GET /stalled HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	// Wait until a 102 of the stalled request is blocked in its write.
+	eventually(t, "a 102 blocked on the stalled client", func() bool {
+		for _, g := range strings.Split(allStacks(), "\n\n") {
+			if strings.Contains(g, "(*interimWriter).due") && strings.Contains(g, "poll.(*FD).Write") {
+				return true
+			}
+		}
+		return false
+	})
+
+	time.AfterFunc(400*time.Millisecond, func() { close(release) })
+	res := rawRequest(t, loopback(port), rawGet("/other"))
+	if res.Status != 200 || string(res.Body) != "done" {
+		t.Fatalf("the other request: %d %q", res.Status, res.Body)
+	}
+	// 400 ms at a 2 ms interval is about 200 102s; a request held back
+	// by the stalled one would get none until the release.
+	if n := len(res.Interims); n < 40 {
+		t.Fatalf("the other request got %d 102s in 400 ms at a 2 ms interval while another client stalled", n)
+	}
+	stalled.Close()
+}

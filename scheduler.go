@@ -1,0 +1,301 @@
+package processing
+
+import (
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+)
+
+// The scheduler: one hashed timer wheel for every waiting request of the
+// process (Varghese and Lauck's scheme 6, as in Netty's HashedWheelTimer).
+// A timer per request costs a heap operation on every insert and cancel and
+// a goroutine start on every fire; the wheel inserts and cancels in O(1)
+// under one lock, and fires the requests due in one tick together, so that
+// 102s of the streams of one HTTP/2 connection share a flush.
+//
+// Time on the wheel is counted in ticks of wheelTick from the scheduler's
+// clock. An entry due at time t goes into the slot of tick ceil(t/wheelTick)
+// and fires when the wheel processes that tick, which it never does before
+// the tick's time: a 102 is never early, and late by at most one tick plus
+// the wake-up latency of the process.
+
+const (
+	// wheelTick is the wheel's resolution. 1 ms keeps the shortest
+	// intervals of the tests (1 ms) meaningful; the coarser grid that
+	// coalesces 102s is the handler's (see Handler.grid).
+	wheelTick = time.Millisecond
+	// wheelSlots is a power of two; the wheel spans wheelSlots ticks per
+	// turn. An entry due further away waits in its slot for later turns,
+	// looked at once a turn (512 ms) until it is due.
+	wheelSlots = 512
+)
+
+// clock is the scheduler's view of time, injectable for its tests.
+type clock interface {
+	// now is the time since an arbitrary fixed origin, monotonic.
+	now() time.Duration
+	// afterFunc runs f on its own goroutine after d.
+	afterFunc(d time.Duration, f func()) clockTimer
+}
+
+// clockTimer is the part of *time.Timer the wheel uses.
+type clockTimer interface {
+	Reset(d time.Duration) bool
+	Stop() bool
+}
+
+// monoClock is the real clock: the monotonic reading only (time.Since on a
+// time with a monotonic reading skips the wall clock).
+type monoClock struct{}
+
+// monoBase anchors monoClock.
+var monoBase = time.Now()
+
+func (monoClock) now() time.Duration { return time.Since(monoBase) }
+
+func (monoClock) afterFunc(d time.Duration, f func()) clockTimer { return time.AfterFunc(d, f) }
+
+// wheelEntry is one scheduled fire; a request embeds one and reuses it for
+// each of its 102s.
+type wheelEntry struct {
+	// Guarded by the wheel's mu.
+	prev, next *wheelEntry
+	tick       int64 // the tick it is due at
+	gen        uint32
+	where      entryWhere
+	// waiter, if not nil, is closed when a dispatched fire has returned
+	// (see cancel).
+	waiter chan struct{}
+
+	// owner is the request the entry belongs to, set once before the
+	// first schedule; the wheel calls its due on a goroutine of its own,
+	// with the generation the entry was scheduled with.
+	owner *interimWriter
+}
+
+// entryWhere is where an entry stands on the wheel.
+type entryWhere uint8
+
+const (
+	entryIdle       entryWhere = iota // not scheduled, no fire running
+	entryListed                       // in a slot, waiting for its tick
+	entryDispatched                   // taken off its slot, its fire running
+)
+
+// wheel is the scheduler.
+type wheel struct {
+	clock clock
+
+	// mu guards everything below. Lock order: a writer's mu, then this.
+	mu      sync.Mutex
+	slots   [wheelSlots]wheelEntry // sentinels of circular lists
+	cursor  int64                  // the last tick processed
+	n       int                    // entries listed
+	timer   clockTimer             // made at the first start
+	running bool                   // a tick is armed; cleared by a tick that finds no entry
+	// dispatch starts the fires of the entries due in one tick, each with
+	// the generation it was scheduled with; fireAll in production,
+	// replaced in the wheel's tests. It must call fired for each entry
+	// once its fire returned.
+	dispatch func(due []*wheelEntry, gens []uint32)
+}
+
+func newWheel(c clock) *wheel {
+	w := &wheel{clock: c}
+	for i := range w.slots {
+		w.slots[i].prev, w.slots[i].next = &w.slots[i], &w.slots[i]
+	}
+	w.dispatch = w.fireAll
+	return w
+}
+
+// schedule puts e on the wheel to fire at time at (on the wheel's clock),
+// replacing any earlier schedule of e, and returns the generation its fire
+// will carry. A time already passed fires at the next tick.
+func (w *wheel) schedule(e *wheelEntry, at time.Duration) uint32 {
+	tick := int64((at + wheelTick - 1) / wheelTick)
+	w.mu.Lock()
+	if e.prev != nil {
+		w.unlinkLocked(e)
+	}
+	if !w.running {
+		// The wheel was idle and its cursor stale: catch it up to now.
+		// This is the only clock read of an insert, and it happens only
+		// when nothing else waits.
+		w.cursor = int64(w.clock.now() / wheelTick)
+		w.running = true
+		if w.timer == nil {
+			w.timer = w.clock.afterFunc(wheelTick, w.advance)
+		} else {
+			w.timer.Reset(wheelTick)
+		}
+	}
+	if tick <= w.cursor {
+		tick = w.cursor + 1
+	}
+	e.gen++
+	e.tick = tick
+	if e.where != entryDispatched {
+		e.where = entryListed
+	}
+	w.linkLocked(e)
+	gen := e.gen
+	w.mu.Unlock()
+	return gen
+}
+
+// cancel takes e off the wheel. It returns a channel that is closed when a
+// fire of e that was already dispatched has returned, or nil when none is
+// running. The caller must not hold the lock of e's target: the fire takes
+// it.
+func (w *wheel) cancel(e *wheelEntry) <-chan struct{} {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	switch e.where {
+	case entryListed:
+		w.unlinkLocked(e)
+		e.where = entryIdle
+	case entryDispatched:
+		if e.prev != nil {
+			// Rescheduled by its running fire: only the fire remains.
+			w.unlinkLocked(e)
+		}
+		if e.waiter == nil {
+			e.waiter = make(chan struct{})
+		}
+		return e.waiter
+	}
+	return nil
+}
+
+// fired records that a dispatched fire of e has returned.
+func (w *wheel) fired(e *wheelEntry) {
+	w.mu.Lock()
+	if e.prev != nil {
+		e.where = entryListed // the fire scheduled the next one
+	} else {
+		e.where = entryIdle
+	}
+	if e.waiter != nil {
+		close(e.waiter)
+		e.waiter = nil
+	}
+	w.mu.Unlock()
+}
+
+func (w *wheel) linkLocked(e *wheelEntry) {
+	s := &w.slots[e.tick&(wheelSlots-1)]
+	e.prev, e.next = s.prev, s
+	s.prev.next = e
+	s.prev = e
+	w.n++
+}
+
+func (w *wheel) unlinkLocked(e *wheelEntry) {
+	e.prev.next = e.next
+	e.next.prev = e.prev
+	e.prev, e.next = nil, nil
+	w.n--
+}
+
+// advance runs on the timer's goroutine, once a tick while anything is
+// listed. It processes every tick up to now (several, if the process was
+// busy), dispatches what is due, and re-arms for the next tick boundary.
+func (w *wheel) advance() {
+	var due []*wheelEntry
+	var gens []uint32
+	w.mu.Lock()
+	now := w.clock.now()
+	target := int64(now / wheelTick)
+	// After a stall longer than a turn, one pass over every slot finds
+	// everything due.
+	if target-w.cursor > wheelSlots {
+		w.cursor = target - wheelSlots
+	}
+	for w.cursor < target {
+		w.cursor++
+		s := &w.slots[w.cursor&(wheelSlots-1)]
+		for e := s.next; e != s; {
+			next := e.next
+			if e.tick <= w.cursor {
+				w.unlinkLocked(e)
+				e.where = entryDispatched
+				due = append(due, e)
+				gens = append(gens, e.gen)
+			}
+			e = next
+		}
+	}
+	if w.n == 0 {
+		w.running = false // nothing waits: stop ticking until the next schedule
+	} else {
+		w.timer.Reset(wheelTick - now%wheelTick)
+	}
+	w.mu.Unlock()
+	if len(due) > 0 {
+		w.dispatch(due, gens)
+	}
+}
+
+// maxFireGoroutines bounds the goroutines that send the 102s due in one
+// tick. A goroutine per 102 would start as many as there are requests
+// whose 102s fall due together (all of them, for requests that started
+// together), and the runtime keeps every goroutine's descriptor for the
+// life of the process.
+const maxFireGoroutines = 64
+
+// fireAll sends the 102s due in one tick off the wheel's goroutine, on up
+// to maxFireGoroutines goroutines that each take the next due entry until
+// none is left. A write blocked on one client (HTTP/1.1 flushes every 1xx;
+// an HTTP/2 connection may be stuck behind a large download) holds up only
+// its own goroutine while the others carry on, so it holds back no other
+// request unless maxFireGoroutines writes block at once. The fires of one
+// tick run concurrently, so the 102s of the streams of one HTTP/2
+// connection queue together and share x/net's flush.
+func (w *wheel) fireAll(due []*wheelEntry, gens []uint32) {
+	var next atomic.Int32
+	for range min(len(due), maxFireGoroutines) {
+		go func() {
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= len(due) {
+					return
+				}
+				due[i].owner.due(gens[i])
+				w.fired(due[i])
+			}
+		}()
+	}
+}
+
+// wheels holds the process's one wheel, shared by every handler of every
+// config: requests of an old config keep their 102s across a reload, since
+// the new config's handlers take the wheel before the old ones let it go.
+var wheels = caddy.NewUsagePool()
+
+const wheelKey = "processing.wheel"
+
+// sharedWheel is a wheel kept in the usage pool.
+type sharedWheel struct{ *wheel }
+
+// Destruct implements caddy.Destructor. The wheel stops by itself when
+// nothing waits; a wheel let go with requests still waiting goes on until
+// they are done.
+func (sharedWheel) Destruct() error { return nil }
+
+// acquireWheel returns the process's wheel; releaseWheel must follow.
+func acquireWheel() (*wheel, error) {
+	v, _, err := wheels.LoadOrNew(wheelKey, func() (caddy.Destructor, error) {
+		return sharedWheel{newWheel(monoClock{})}, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return v.(sharedWheel).wheel, nil
+}
+
+func releaseWheel() {
+	_, _ = wheels.Delete(wheelKey)
+}

@@ -1,0 +1,272 @@
+package processing
+
+// Unit tests of the wheel on a fake clock: no sleeping, no real timer. The
+// fake's afterFunc only records the wanted delay; the test moves time on
+// and runs the tick itself, and dispatch records fires instead of starting
+// goroutines.
+
+import (
+	"sync"
+	"testing"
+	"time"
+)
+
+type fakeClock struct {
+	mu    sync.Mutex
+	t     time.Duration
+	armed time.Duration // the delay of the armed tick; 0 when none
+	f     func()
+}
+
+func (c *fakeClock) now() time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *fakeClock) afterFunc(d time.Duration, f func()) clockTimer {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.armed, c.f = d, f
+	return fakeTimer{c}
+}
+
+type fakeTimer struct{ c *fakeClock }
+
+func (t fakeTimer) Reset(d time.Duration) bool {
+	t.c.mu.Lock()
+	defer t.c.mu.Unlock()
+	was := t.c.armed != 0
+	t.c.armed = d
+	return was
+}
+
+func (t fakeTimer) Stop() bool {
+	t.c.mu.Lock()
+	defer t.c.mu.Unlock()
+	was := t.c.armed != 0
+	t.c.armed = 0
+	return was
+}
+
+// advance moves the clock by d, running the armed tick each time its delay
+// has passed, as the real timer would.
+func (c *fakeClock) advance(d time.Duration) {
+	end := c.now() + d
+	for {
+		c.mu.Lock()
+		if c.armed == 0 || c.t+c.armed > end {
+			c.t = end
+			c.mu.Unlock()
+			return
+		}
+		c.t += c.armed
+		c.armed = 0
+		f := c.f
+		c.mu.Unlock()
+		f()
+	}
+}
+
+// testTarget records the fires of one entry.
+type testTarget struct {
+	fires []time.Duration
+	gens  []uint32
+}
+
+// targets maps the entries of the test's wheel to their records.
+var targets = map[*wheelEntry]*testTarget{}
+
+func newTestWheel() (*wheel, *fakeClock) {
+	c := &fakeClock{t: 1000 * time.Millisecond}
+	w := newWheel(c)
+	w.dispatch = func(due []*wheelEntry, gens []uint32) {
+		for i, e := range due {
+			tt := targets[e]
+			tt.fires = append(tt.fires, c.now())
+			tt.gens = append(tt.gens, gens[i])
+			w.fired(e)
+		}
+	}
+	return w, c
+}
+
+func newEntry(_ *fakeClock) (*wheelEntry, *testTarget) {
+	e, tt := new(wheelEntry), new(testTarget)
+	targets[e] = tt
+	return e, tt
+}
+
+func TestWheelFiresAtItsTickNeverEarlier(t *testing.T) {
+	w, c := newTestWheel()
+	e, tt := newEntry(c)
+	start := c.now()
+	gen := w.schedule(e, start+2500*time.Microsecond)
+	c.advance(2 * time.Millisecond)
+	if len(tt.fires) != 0 {
+		t.Fatalf("fired at %v, before its time %v", tt.fires[0]-start, 2500*time.Microsecond)
+	}
+	c.advance(time.Millisecond)
+	if len(tt.fires) != 1 || tt.fires[0]-start != 3*time.Millisecond || tt.gens[0] != gen {
+		t.Fatalf("fires %v (gens %v), want one at 3ms with gen %d", tt.fires, tt.gens, gen)
+	}
+}
+
+func TestWheelStopsTickingWhenNothingWaits(t *testing.T) {
+	w, c := newTestWheel()
+	e, _ := newEntry(c)
+	w.schedule(e, c.now()+time.Millisecond)
+	c.advance(5 * time.Millisecond)
+	if c.armed != 0 || w.running {
+		t.Fatalf("the wheel still ticks with nothing on it (armed %v, running %v)", c.armed, w.running)
+	}
+	// And starts again, from the current time, at the next schedule.
+	e2, tt2 := newEntry(c)
+	at := c.now() + 3*time.Millisecond
+	w.schedule(e2, at)
+	c.advance(10 * time.Millisecond)
+	if len(tt2.fires) != 1 || tt2.fires[0] != at {
+		t.Fatalf("after a restart: fires %v, want one at %v", tt2.fires, at)
+	}
+}
+
+func TestWheelCancelledEntryNeverFires(t *testing.T) {
+	w, c := newTestWheel()
+	e, tt := newEntry(c)
+	w.schedule(e, c.now()+2*time.Millisecond)
+	if ch := w.cancel(e); ch != nil {
+		t.Fatal("cancel of a listed entry reported a running fire")
+	}
+	c.advance(10 * time.Millisecond)
+	if len(tt.fires) != 0 || w.n != 0 {
+		t.Fatalf("cancelled entry fired %v; %d listed", tt.fires, w.n)
+	}
+}
+
+func TestWheelRescheduleReplacesAndBumpsGeneration(t *testing.T) {
+	w, c := newTestWheel()
+	e, tt := newEntry(c)
+	g1 := w.schedule(e, c.now()+2*time.Millisecond)
+	g2 := w.schedule(e, c.now()+5*time.Millisecond)
+	if g2 == g1 {
+		t.Fatal("a reschedule kept the generation")
+	}
+	c.advance(10 * time.Millisecond)
+	if len(tt.fires) != 1 || tt.gens[0] != g2 || w.n != 0 {
+		t.Fatalf("fires %v gens %v (want one, gen %d); %d listed", tt.fires, tt.gens, g2, w.n)
+	}
+}
+
+// Entries further away than a turn of the wheel wait for later turns.
+func TestWheelFarEntriesWaitForTheirTurn(t *testing.T) {
+	w, c := newTestWheel()
+	start := c.now()
+	var targets []*testTarget
+	for _, d := range []time.Duration{1, wheelSlots - 1, wheelSlots, wheelSlots + 1, 3*wheelSlots + 7} {
+		e, tt := newEntry(c)
+		w.schedule(e, start+d*wheelTick)
+		targets = append(targets, tt)
+	}
+	c.advance(4 * wheelSlots * wheelTick)
+	for i, d := range []time.Duration{1, wheelSlots - 1, wheelSlots, wheelSlots + 1, 3*wheelSlots + 7} {
+		if got := targets[i].fires; len(got) != 1 || got[0]-start != d*wheelTick {
+			t.Errorf("entry due after %v ticks fired at %v", d, got)
+		}
+	}
+}
+
+// A stalled process catches up in one tick and fires everything due,
+// nothing early.
+func TestWheelCatchesUpAfterAStall(t *testing.T) {
+	w, c := newTestWheel()
+	start := c.now()
+	var targets []*testTarget
+	for i := range 40 {
+		e, tt := newEntry(c)
+		w.schedule(e, start+time.Duration(i*50)*wheelTick)
+		targets = append(targets, tt)
+	}
+	// The timer fires 1.5 s late, once.
+	c.mu.Lock()
+	c.t += 1500 * time.Millisecond
+	c.armed = 0
+	f := c.f
+	c.mu.Unlock()
+	f()
+	for i, tt := range targets {
+		due := i*50 <= 1500
+		if (len(tt.fires) == 1) != due {
+			t.Errorf("entry %d (due at %dms): fires %v after a stall to 1500ms", i, i*50, tt.fires)
+		}
+	}
+}
+
+// A fire that runs when its request stops is waited for: cancel returns a
+// channel closed when the fire returned.
+func TestWheelCancelWaitsForADispatchedFire(t *testing.T) {
+	w, c := newTestWheel()
+	e, _ := newEntry(c)
+	var fire func()
+	w.dispatch = func(due []*wheelEntry, _ []uint32) { fire = func() { w.fired(due[0]) } }
+	w.schedule(e, c.now()+time.Millisecond)
+	c.advance(2 * time.Millisecond)
+	if fire == nil {
+		t.Fatal("not dispatched")
+	}
+	ch := w.cancel(e)
+	if ch == nil {
+		t.Fatal("cancel did not report the running fire")
+	}
+	select {
+	case <-ch:
+		t.Fatal("closed before the fire returned")
+	default:
+	}
+	fire()
+	select {
+	case <-ch:
+	default:
+		t.Fatal("not closed after the fire returned")
+	}
+	if e.where != entryIdle || w.n != 0 {
+		t.Fatalf("entry %v, %d listed", e.where, w.n)
+	}
+}
+
+// A fire that schedules the next one leaves the entry listed, and a cancel
+// meanwhile takes that off too.
+func TestWheelFireThatReschedules(t *testing.T) {
+	w, c := newTestWheel()
+	e, _ := newEntry(c)
+	var fire func()
+	w.dispatch = func(due []*wheelEntry, _ []uint32) {
+		fire = func() {
+			w.schedule(due[0], c.now()+10*time.Millisecond)
+			w.fired(due[0])
+		}
+	}
+	w.schedule(e, c.now()+time.Millisecond)
+	c.advance(time.Millisecond)
+	fire()
+	if e.where != entryListed || w.n != 1 {
+		t.Fatalf("after a rescheduling fire: entry %v, %d listed", e.where, w.n)
+	}
+	fire = nil
+	c.advance(5 * time.Millisecond)
+	if fire != nil {
+		t.Fatal("fired early")
+	}
+	c.advance(5 * time.Millisecond)
+	if fire == nil {
+		t.Fatal("the rescheduled fire did not come")
+	}
+	ch := w.cancel(e) // dispatched, not yet rescheduled
+	fire()            // reschedules while a cancel waits
+	<-ch
+	if e.where != entryListed && e.prev == nil {
+		t.Fatalf("entry %v", e.where)
+	}
+	if w.cancel(e) != nil || w.n != 0 {
+		t.Fatalf("the entry the waited-for fire rescheduled stays: %d listed", w.n)
+	}
+}

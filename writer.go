@@ -1,0 +1,215 @@
+package processing
+
+import (
+	"bufio"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+)
+
+// The http.ResponseWriter methods of interimWriter, as the next handler and
+// its goroutines call them. Each first reads the state without the lock:
+// after the final status most calls go straight to the real writer, and
+// after ServeHTTP returned (done) none reaches it. A call that races with
+// the return itself breaks http.Handler's contract (a ResponseWriter may
+// not be used once ServeHTTP returned) and is a data race in the caller;
+// the 1xx that other goroutines legitimately send (reverse_proxy's
+// Got1xxResponse) go through mu.
+
+// Header returns the map the next handler writes its fields into: until
+// the final status a map of its own (fields.go), then the real one. Once
+// the handler has returned, a goroutine that kept the writer gets a map of
+// its own again: the real one is net/http's (it reads trailers from it),
+// and another response's after the connection moved on.
+func (w *interimWriter) Header() http.Header {
+	switch w.loadState() {
+	case stateCommitted, stateHijacked:
+		return w.realHeader
+	case stateDone:
+		return http.Header{}
+	}
+	if w.handedOut.Load() {
+		return w.held
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.state >= stateCommitted {
+		// Committed meanwhile by another goroutine.
+		if w.state == stateDone {
+			return http.Header{}
+		}
+		return w.realHeader
+	}
+	held := w.handOutLocked()
+	w.handedOut.Store(true)
+	return held
+}
+
+// WriteHeader passes a 1xx through and commits any other status. After the
+// handler returned it does nothing: net/http's HTTP/2 server panics on a late
+// WriteHeader, and its HTTP/1.1 writer may serve another request by then.
+func (w *interimWriter) WriteHeader(code int) {
+	switch w.loadState() {
+	case stateCommitted, stateHijacked:
+		w.rw.WriteHeader(code) // Go logs the superfluous call
+		return
+	case stateDone:
+		return
+	}
+	if code >= 100 && code <= 199 && code != http.StatusSwitchingProtocols {
+		w.forwardInterim(code)
+		return
+	}
+	w.commit(code)
+}
+
+// forwardInterim writes a 1xx of the next handler's own, such as
+// reverse_proxy forwarding an upstream's 103 Early Hints, with the fields the
+// next handler has set, and restarts the 102 schedule. It may be called from
+// a goroutine other than the request's (reverse_proxy's Got1xxResponse).
+func (w *interimWriter) forwardInterim(code int) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.state >= stateCommitted {
+		return
+	}
+	switch w.where {
+	case fieldsStashed:
+		w.stash.copyTo(w.realHeader)
+	case fieldsHeld:
+		for k, v := range w.held {
+			w.realHeader[k] = v
+		}
+	}
+	w.writeInterimLocked(w.rw, code)
+	if w.state == stateWaiting {
+		w.scheduleLocked(monoClock{}.now() + w.h.interval)
+	}
+}
+
+// commit ends the 102s and writes the final status with the next handler's
+// header fields. The fire the wheel may still hold for this request finds
+// the state committed and drops itself; stop takes it off the wheel.
+func (w *interimWriter) commit(code int) {
+	w.mu.Lock()
+	if w.state >= stateCommitted {
+		w.mu.Unlock()
+		if w.state != stateDone {
+			w.rw.WriteHeader(code)
+		}
+		return
+	}
+	w.restoreLocked()
+	w.setStateLocked(stateCommitted)
+	w.mu.Unlock()
+	w.rw.WriteHeader(code)
+}
+
+// Write commits an implicit 200 explicitly, so that Caddy's access log and
+// metrics, which saw the 102s go by, record the real final status.
+func (w *interimWriter) Write(p []byte) (int, error) {
+	switch w.loadState() {
+	case stateDone:
+		return 0, errHandlerReturned
+	case stateCommitted, stateHijacked:
+	default:
+		w.commit(http.StatusOK)
+	}
+	return w.rw.Write(p)
+}
+
+// ReadFrom keeps file_server's sendfile path.
+func (w *interimWriter) ReadFrom(src io.Reader) (int64, error) {
+	switch w.loadState() {
+	case stateDone:
+		return 0, errHandlerReturned
+	case stateCommitted, stateHijacked:
+	default:
+		w.commit(http.StatusOK)
+	}
+	if rf, ok := w.rw.(io.ReaderFrom); ok {
+		return rf.ReadFrom(src)
+	}
+	return io.Copy(writerOnly{w.rw}, src)
+}
+
+// FlushError is what http.ResponseController.Flush calls.
+func (w *interimWriter) FlushError() error {
+	switch w.loadState() {
+	case stateDone:
+		return errHandlerReturned
+	case stateCommitted, stateHijacked:
+	default:
+		w.commit(http.StatusOK)
+	}
+	return http.NewResponseController(w.rw).Flush()
+}
+
+// Flush implements http.Flusher.
+func (w *interimWriter) Flush() {
+	_ = w.FlushError()
+}
+
+// Hijack ends the 102s once the connection is taken. The lock is held
+// across the hijack so that no 102 is written to the connection meanwhile.
+func (w *interimWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.state == stateDone {
+		return nil, nil, errHandlerReturned
+	}
+	conn, brw, err := http.NewResponseController(w.rw).Hijack()
+	if err != nil {
+		return nil, nil, err
+	}
+	w.where = fieldsHijacked
+	w.setStateLocked(stateHijacked)
+	return conn, brw, nil
+}
+
+// Push implements http.Pusher when the underlying writer does.
+func (w *interimWriter) Push(target string, opts *http.PushOptions) error {
+	if w.loadState() == stateDone {
+		return errHandlerReturned
+	}
+	if p, ok := w.rw.(http.Pusher); ok {
+		return p.Push(target, opts)
+	}
+	return http.ErrNotSupported
+}
+
+// Unwrap lets http.ResponseController reach the connection's deadlines and
+// full-duplex setting. After the handler returned it leads nowhere, for the
+// same reason as WriteHeader.
+func (w *interimWriter) Unwrap() http.ResponseWriter {
+	if w.loadState() == stateDone {
+		return endedWriter{}
+	}
+	return w.rw
+}
+
+// errHandlerReturned answers a write through the writer after the handler
+// returned.
+var errHandlerReturned = errors.New("processing: response used after its handler returned")
+
+// endedWriter is what Unwrap gives once the handler returned: a writer that
+// reaches no connection.
+type endedWriter struct{}
+
+func (endedWriter) Header() http.Header       { return http.Header{} }
+func (endedWriter) Write([]byte) (int, error) { return 0, errHandlerReturned }
+func (endedWriter) WriteHeader(int)           {}
+
+// writerOnly hides every method but Write, so io.Copy cannot loop back into
+// ReadFrom.
+type writerOnly struct{ io.Writer }
+
+// Interface guards
+var (
+	_ http.ResponseWriter = (*interimWriter)(nil)
+	_ http.Flusher        = (*interimWriter)(nil)
+	_ http.Hijacker       = (*interimWriter)(nil)
+	_ http.Pusher         = (*interimWriter)(nil)
+	_ io.ReaderFrom       = (*interimWriter)(nil)
+)
