@@ -798,6 +798,7 @@ http://127.0.0.1:{PORT} {
 	}
 	vars before_processing yes
 	log_append job_var {http.vars.job_var}
+	log_append interim_count {http.vars.processing.interim_count}
 	processing {
 		async {
 			wait 20ms
@@ -817,6 +818,31 @@ http://127.0.0.1:{PORT} {
 			t.Errorf("result %q", res.Body)
 		}
 	}
+	// The submissions' access log entries: 202, no 102 sent, and none of
+	// the job's variables, which went to the job's own table.
+	var submissions int
+	eventually(t, "five submissions in the access log", func() bool {
+		b, _ := os.ReadFile(logFile)
+		submissions = 0
+		for line := range strings.SplitSeq(strings.TrimSpace(string(b)), "\n") {
+			var entry struct {
+				Status       int `json:"status"`
+				JobVar       any `json:"job_var"`
+				InterimCount any `json:"interim_count"`
+			}
+			if json.Unmarshal([]byte(line), &entry) != nil || entry.Status != http.StatusAccepted {
+				continue
+			}
+			submissions++
+			if n, ok := entry.InterimCount.(float64); !ok || n != 0 {
+				t.Fatalf("a submission logged interim_count %#v, want the number 0: %s", entry.InterimCount, line)
+			}
+			if _, isNumber := entry.JobVar.(float64); isNumber {
+				t.Fatalf("a submission's log saw the job's variable: %s", line)
+			}
+		}
+		return submissions == 5
+	})
 }
 
 // TestAsyncHandlerFailures: a panic or an error in the job's handlers
