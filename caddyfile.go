@@ -37,6 +37,16 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		max      <count>
 //		opt_in
 //		header   <field> <value>
+//		async {
+//			wait       <duration>
+//			monitor    <path>
+//			keep       <duration>
+//			refresh    <duration>
+//			max_body   <size>
+//			max_result <size>
+//			max_jobs   <count>
+//			max_stored <size>
+//		}
 //	}
 //
 // The interval may be given as the argument or in the block, not both.
@@ -101,8 +111,20 @@ func (p *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			p.Header.Add(args[0], args[1])
 			continue
+		case "async":
+			if p.Async != nil {
+				return d.Err("async: already given")
+			}
+			if d.NextArg() {
+				return d.Errf("async: unexpected argument %q; expected a block", d.Val())
+			}
+			p.Async = new(AsyncConfig)
+			if err := p.Async.unmarshalCaddyfile(d); err != nil {
+				return err
+			}
+			continue
 		default:
-			return d.Errf("unrecognized processing subdirective %q; expected delay, interval, max, opt_in or header", sub)
+			return d.Errf("unrecognized processing subdirective %q; expected delay, interval, max, opt_in, header or async", sub)
 		}
 		if d.NextArg() {
 			return d.Errf("%s: unexpected argument %q", sub, d.Val())

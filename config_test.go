@@ -38,7 +38,7 @@ func TestBadCaddyfileNamesLineAndExpectation(t *testing.T) {
 		{"max below zero", "\tprocessing {\n\t\tmax -1\n\t}\n", 3, `max: expected a count of 0 (no limit) or more, got "-1"`},
 		{"max not a number", "\tprocessing {\n\t\tmax many\n\t}\n", 3, `max: expected a count of 0 (no limit) or more, got "many"`},
 		{"max without value", "\tprocessing {\n\t\tmax\n\t}\n", 3, `max: expected a count (0 for no limit)`},
-		{"unknown subdirective", "\tprocessing {\n\t\tdelay 1s\n\t\tfrobnicate 1\n\t}\n", 4, `unrecognized processing subdirective "frobnicate"; expected delay, interval, max, opt_in or header`},
+		{"unknown subdirective", "\tprocessing {\n\t\tdelay 1s\n\t\tfrobnicate 1\n\t}\n", 4, `unrecognized processing subdirective "frobnicate"; expected delay, interval, max, opt_in, header or async`},
 		{"header without value", "\tprocessing {\n\t\theader X-Progress\n\t}\n", 3, `header: expected a field name and one value, got 1 arguments`},
 		{"header without anything", "\tprocessing {\n\t\theader\n\t}\n", 3, `header: expected a field name and one value, got 0 arguments`},
 		{"header with two values", "\tprocessing {\n\t\theader X-Progress a b\n\t}\n", 3, `header: expected a field name and one value, got 3 arguments`},

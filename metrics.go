@@ -29,10 +29,15 @@ var (
 
 // registerMetrics adds the counters to reg unless they are there already.
 func registerMetrics(reg prometheus.Registerer) error {
+	return registerCollectors(reg, interimsSent, requestsWithInterim)
+}
+
+// registerCollectors adds each collector to reg unless it is there already.
+func registerCollectors(reg prometheus.Registerer, collectors ...prometheus.Collector) error {
 	if reg == nil {
 		return nil
 	}
-	for _, c := range []prometheus.Collector{interimsSent, requestsWithInterim} {
+	for _, c := range collectors {
 		if err := reg.Register(c); err != nil {
 			var already prometheus.AlreadyRegisteredError
 			if !errors.As(err, &already) {

@@ -75,6 +75,12 @@ type Handler struct {
 	// are refused.
 	Header http.Header `json:"header,omitempty"`
 
+	// Async mode: a request carrying `Prefer: respond-async` (RFC 7240
+	// §4.1) becomes a job; if it is not done within `wait` the client gets
+	// `202 Accepted` and polls a status monitor for the result. Default:
+	// off, every request is served as without it.
+	Async *AsyncConfig `json:"async,omitempty"`
+
 	interval time.Duration
 	delay    time.Duration
 	// grid is the coalescing granularity: 102s fall due on multiples of
@@ -141,21 +147,32 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		}
 		h.fields = append(h.fields, f)
 	}
-	return registerMetrics(ctx.GetMetricsRegistry())
+	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
+		return err
+	}
+	if h.Async != nil {
+		return h.Async.provision(ctx, h.logger)
+	}
+	return nil
 }
 
 // maxGrid bounds the coalescing grid, and so how much later than its slot
 // a 102 may go out.
 const maxGrid = 25 * time.Millisecond
 
-// Cleanup lets go of the wheel. Requests still waiting keep it: it stops
-// when nothing waits.
+// Cleanup lets go of the wheel, and of async mode's job registry: when the
+// last handler with async goes (caddy stop), its running jobs are
+// cancelled. Requests still waiting keep the wheel: it stops when nothing
+// waits.
 func (h *Handler) Cleanup() error {
 	// Caddy calls Cleanup after a failed Provision too, which may not
-	// have taken the wheel. The field stays: requests of this config may
-	// still be using it.
+	// have taken the wheel or joined the registry (cleanup checks). The
+	// field stays: requests of this config may still be using it.
 	if h.wheel != nil {
 		releaseWheel()
+	}
+	if h.Async != nil {
+		h.Async.cleanup()
 	}
 	return nil
 }
@@ -175,6 +192,9 @@ func (h *Handler) Validate() error {
 		if err := validateHeaderField(name, values); err != nil {
 			return err
 		}
+	}
+	if h.Async != nil {
+		return h.Async.validate()
 	}
 	return nil
 }

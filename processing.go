@@ -25,6 +25,15 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	// count.
 	vars, _ := r.Context().Value(caddyhttp.VarsCtxKey).(map[string]any)
 
+	if h.Async != nil {
+		if handled, err := h.Async.serve(w, r, next); handled {
+			// No 102 goes to a request that async mode answered. Its job
+			// runs on a copy of the table, and this request's next never
+			// runs, so the write races with nothing.
+			setCountVar(vars, &noInterims)
+			return err
+		}
+	}
 	// RFC 9110 §15.2: a server must not send a 1xx to an HTTP/1.0 client,
 	// and Go's server would send one anyway.
 	if !r.ProtoAtLeast(1, 1) {

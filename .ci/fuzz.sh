@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 fuzztime=${FUZZTIME:-30s}
-for target in FuzzCaddyfileDirective FuzzJSONConfig FuzzRequestHeaders; do
+for target in FuzzCaddyfileDirective FuzzJSONConfig FuzzRequestHeaders FuzzPreferParser FuzzMonitorPath; do
 	echo "== fuzz $target for $fuzztime"
 	go test -run '^$' -fuzz "^${target}\$" -fuzztime "$fuzztime" -fuzzminimizetime 5s .
 done
