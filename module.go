@@ -121,12 +121,13 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.delay == 0 {
 		h.delay = h.interval
 	}
-	// 102s are due on a process-wide grid, so that those of the streams
-	// of one HTTP/2 connection that fall due close together go out in the
-	// same tick and share x/net's flush (a 102 costs about as much CPU as
-	// a write(2)). The grid moves a 102 later, never earlier, by less than
-	// one grid step: an eighth of the interval, at least the wheel's tick
-	// and at most maxGrid.
+	// The 102s of HTTP/2 and HTTP/3 requests are due on a process-wide
+	// grid, so that those of the streams of one connection that fall due
+	// close together go out in the same tick and share x/net's flush (a
+	// 102 costs about as much CPU as a write(2)). The grid moves a 102
+	// later, never earlier, by less than one grid step: an eighth of the
+	// interval, at least the wheel's tick and at most maxGrid. HTTP/1.1
+	// requests keep to the wheel's tick (interimWriter.grid).
 	h.grid = min(max(h.interval/8, wheelTick), maxGrid)
 	w, err := acquireWheel()
 	if err != nil {

@@ -134,12 +134,13 @@ const (
 type interimWriter struct {
 	// Set by ServeHTTP and begin on the request's goroutine before the
 	// first schedule, read-only after.
-	h          *Handler
-	rw         http.ResponseWriter
-	realHeader http.Header
-	ctx        context.Context
-	start      time.Duration // on monoClock
-	http2      bool
+	h           *Handler
+	rw          http.ResponseWriter
+	realHeader  http.Header
+	ctx         context.Context
+	start       time.Duration // on monoClock
+	http2       bool
+	multiplexed bool // HTTP/2 or HTTP/3: streams share the connection
 	// fields are the handler's, or this request's when they hold Caddy
 	// placeholders (resolved once, on the request's goroutine).
 	fields *[]headerField
@@ -182,6 +183,7 @@ func (w *interimWriter) begin(r *http.Request, prefer bool) {
 	h := w.h
 	w.start = monoClock{}.now()
 	w.http2 = r.ProtoMajor == 2
+	w.multiplexed = r.ProtoMajor >= 2
 	w.fields = &h.fields
 	if h.resolveFields {
 		resolved := resolveFields(h.fields, r)
@@ -221,8 +223,20 @@ func (w *interimWriter) scheduleLocked(at time.Duration) {
 		return
 	}
 	w.nextDue = at
-	g := w.h.grid
+	g := w.grid()
 	w.dueGen = w.h.wheel.schedule(&w.entry, (at+g-1)/g*g)
+}
+
+// grid is the step this request's 102s fall due on. Only streams that share
+// a connection gain from falling due together (HTTP/2 and HTTP/3); an
+// HTTP/1.1 connection carries one request at a time, and there a coarser
+// grid would only bunch the 102s of many connections into fewer ticks and
+// make each later.
+func (w *interimWriter) grid() time.Duration {
+	if w.multiplexed {
+		return w.h.grid
+	}
+	return wheelTick
 }
 
 // due runs on a goroutine the wheel started for this request's fire.
@@ -247,7 +261,7 @@ func (w *interimWriter) due(gen uint32) {
 	// interval less the coalescing grid after this one: slots already
 	// missed are skipped rather than sent in a burst.
 	next := w.nextDue + w.h.interval
-	if soonest := now + w.h.interval - w.h.grid; next < soonest {
+	if soonest := now + w.h.interval - w.grid(); next < soonest {
 		next = soonest
 	}
 	w.scheduleLocked(next)

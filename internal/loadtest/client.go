@@ -106,8 +106,12 @@ func (c clientConfig) schedule(sent time.Time, arrivals []time.Time) (late, gaps
 	return late, gaps
 }
 
-// grid is the module's coalescing grid for the interval (Handler.grid).
+// grid is the module's coalescing grid for the protocol and interval
+// (interimWriter.grid).
 func (c clientConfig) grid() time.Duration {
+	if c.Proto == "h1" {
+		return time.Millisecond
+	}
 	return min(max(c.Interval/8, time.Millisecond), 25*time.Millisecond)
 }
 
