@@ -6,7 +6,6 @@ package processing
 
 import (
 	"encoding/json"
-	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -46,20 +45,7 @@ func TestAsyncBadCaddyfileNamesLineAndExpectation(t *testing.T) {
 		{"two async blocks", "\tprocessing {\n\t\tasync {\n\t\t}\n\t\tasync {\n\t\t}\n\t}\n", 5, `async: already given`},
 	}
 	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			text := "http://127.0.0.1:8080 {\n" + tc.body + "\trespond ok\n}\n"
-			_, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(text), map[string]any{"filename": "Caddyfile"})
-			if err == nil {
-				t.Fatalf("accepted:\n%s", text)
-			}
-			msg := err.Error()
-			if !strings.Contains(msg, tc.want) {
-				t.Errorf("error %q\ndoes not say %q", msg, tc.want)
-			}
-			if where := fmt.Sprintf(", at Caddyfile:%d", tc.line); !strings.HasSuffix(msg, where) {
-				t.Errorf("error %q\ndoes not end with %q", msg, where)
-			}
-		})
+		t.Run(tc.name, func(t *testing.T) { checkRefusedAt(t, tc.body, tc.line, tc.want) })
 	}
 }
 

@@ -172,12 +172,6 @@ func (g *jobRegistry) subStored(n int64) {
 	g.mu.Unlock()
 }
 
-func (g *jobRegistry) storedBytes() int64 {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return g.stored
-}
-
 // snapshot lists the running jobs for the admin API, oldest first.
 func (g *jobRegistry) snapshot() []*job {
 	g.mu.Lock()

@@ -54,22 +54,28 @@ func TestBadCaddyfileNamesLineAndExpectation(t *testing.T) {
 		{"duplicate delay in block", "\tprocessing {\n\t\tdelay 1s\n\t\tmax 2\n\t\tdelay 2s\n\t}\n", 5, `delay: already given`},
 	}
 	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			text := "http://127.0.0.1:8080 {\n" + tc.body + "\trespond ok\n}\n"
-			_, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(text), map[string]any{"filename": "Caddyfile"})
-			if err == nil {
-				t.Fatalf("accepted:\n%s", text)
-			}
-			msg := err.Error()
-			if !strings.Contains(msg, tc.want) {
-				t.Errorf("error %q\ndoes not say %q", msg, tc.want)
-			}
-			// Caddy's Dispenser puts "<file>:<line>" at the end; the suffix
-			// check keeps "Caddyfile:3" from matching "Caddyfile:30".
-			if where := fmt.Sprintf(", at Caddyfile:%d", tc.line); !strings.HasSuffix(msg, where) {
-				t.Errorf("error %q\ndoes not end with %q", msg, where)
-			}
-		})
+		t.Run(tc.name, func(t *testing.T) { checkRefusedAt(t, tc.body, tc.line, tc.want) })
+	}
+}
+
+// checkRefusedAt adapts a site whose body (after the address line, line 1)
+// holds a bad directive, and checks that the error says want and ends with
+// the Caddyfile line.
+func checkRefusedAt(t *testing.T, body string, line int, want string) {
+	t.Helper()
+	text := "http://127.0.0.1:8080 {\n" + body + "\trespond ok\n}\n"
+	_, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(text), map[string]any{"filename": "Caddyfile"})
+	if err == nil {
+		t.Fatalf("accepted:\n%s", text)
+	}
+	msg := err.Error()
+	if !strings.Contains(msg, want) {
+		t.Errorf("error %q\ndoes not say %q", msg, want)
+	}
+	// Caddy's Dispenser puts "<file>:<line>" at the end; the suffix
+	// check keeps "Caddyfile:3" from matching "Caddyfile:30".
+	if where := fmt.Sprintf(", at Caddyfile:%d", line); !strings.HasSuffix(msg, where) {
+		t.Errorf("error %q\ndoes not end with %q", msg, where)
 	}
 }
 

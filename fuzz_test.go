@@ -55,6 +55,8 @@ func FuzzCaddyfileDirective(f *testing.F) {
 		"{\n\topt_in {\n\t}\n}",
 		"{ delay 1s }",
 		"{\n\tmax 1 {\n\t}\n}",
+		"{\n\tasync {\n\t\twait 1s\n\t\tmonitor /jobs\n\t\tmax_body 1MiB\n\t\tmax_jobs 3\n\t}\n}",
+		"{\n\tasync {\n\t\tmax_stored 0\n\t}\n}",
 	} {
 		f.Add(seed)
 	}
