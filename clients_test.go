@@ -74,6 +74,19 @@ http://127.0.0.1:{PORT}, https://127.0.0.1:{TLSPORT} {
 		}
 		reverse_proxy 127.0.0.1:{UPSTREAM}
 	}
+	handle /async/* {
+		# Async mode: a request with Prefer: respond-async gets 202 after
+		# 500ms and its result from the monitor, which this route serves.
+		processing {
+			delay 500ms
+			interval 500ms
+			async {
+				wait 500ms
+				monitor /async/jobs
+			}
+		}
+		reverse_proxy 127.0.0.1:{UPSTREAM}
+	}
 	handle /viamatch/* {
 		# Varnish adds X-Varnish to every request it forwards.
 		@direct not header X-Varnish *
