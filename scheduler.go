@@ -79,9 +79,10 @@ type wheelEntry struct {
 type entryWhere uint8
 
 const (
-	entryIdle       entryWhere = iota // not scheduled, no fire running
-	entryListed                       // in a slot, waiting for its tick
-	entryDispatched                   // taken off its slot, its fire running
+	entryIdle   entryWhere = iota // not scheduled, no fire running
+	entryListed                   // in a slot, waiting for its tick
+	entryQueued                   // due, waiting for a fire goroutine to take it
+	entryFiring                   // its fire is running
 )
 
 // wheel is the scheduler.
@@ -97,8 +98,8 @@ type wheel struct {
 	running bool                   // a tick is armed; cleared by a tick that finds no entry
 	// dispatch starts the fires of the entries due in one tick, each with
 	// the generation it was scheduled with; fireAll in production,
-	// replaced in the wheel's tests. It must call fired for each entry
-	// once its fire returned.
+	// replaced in the wheel's tests. For each entry it must call
+	// startFire, and if that says so run the fire and then call fired.
 	dispatch func(due []*wheelEntry, gens []uint32)
 }
 
@@ -137,7 +138,8 @@ func (w *wheel) schedule(e *wheelEntry, at time.Duration) uint32 {
 	}
 	e.gen++
 	e.tick = tick
-	if e.where != entryDispatched {
+	if e.where != entryFiring {
+		// A queued fire is stale now; its goroutine skips it.
 		e.where = entryListed
 	}
 	w.linkLocked(e)
@@ -146,10 +148,11 @@ func (w *wheel) schedule(e *wheelEntry, at time.Duration) uint32 {
 	return gen
 }
 
-// cancel takes e off the wheel. It returns a channel that is closed when a
-// fire of e that was already dispatched has returned, or nil when none is
-// running. The caller must not hold the lock of e's target: the fire takes
-// it.
+// cancel takes e off the wheel, and out of the queue of a tick's fires if
+// no goroutine has taken it yet, so that a request never waits behind the
+// writes of others. It returns a channel that is closed when a fire of e
+// that is already running has returned, or nil when none is. The caller
+// must not hold the lock of e's owner: the fire takes it.
 func (w *wheel) cancel(e *wheelEntry) <-chan struct{} {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -157,7 +160,9 @@ func (w *wheel) cancel(e *wheelEntry) <-chan struct{} {
 	case entryListed:
 		w.unlinkLocked(e)
 		e.where = entryIdle
-	case entryDispatched:
+	case entryQueued:
+		e.where = entryIdle
+	case entryFiring:
 		if e.prev != nil {
 			// Rescheduled by its running fire: only the fire remains.
 			w.unlinkLocked(e)
@@ -170,7 +175,19 @@ func (w *wheel) cancel(e *wheelEntry) <-chan struct{} {
 	return nil
 }
 
-// fired records that a dispatched fire of e has returned.
+// startFire takes a queued entry for its fire, unless it was cancelled or
+// rescheduled since it was queued.
+func (w *wheel) startFire(e *wheelEntry) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if e.where != entryQueued {
+		return false
+	}
+	e.where = entryFiring
+	return true
+}
+
+// fired records that a running fire of e has returned.
 func (w *wheel) fired(e *wheelEntry) {
 	w.mu.Lock()
 	if e.prev != nil {
@@ -221,7 +238,7 @@ func (w *wheel) advance() {
 			next := e.next
 			if e.tick <= w.cursor {
 				w.unlinkLocked(e)
-				e.where = entryDispatched
+				e.where = entryQueued
 				due = append(due, e)
 				gens = append(gens, e.gen)
 			}
@@ -263,8 +280,10 @@ func (w *wheel) fireAll(due []*wheelEntry, gens []uint32) {
 				if i >= len(due) {
 					return
 				}
-				due[i].owner.due(gens[i])
-				w.fired(due[i])
+				if w.startFire(due[i]) {
+					due[i].owner.due(gens[i])
+					w.fired(due[i])
+				}
 			}
 		}()
 	}

@@ -82,6 +82,9 @@ func newTestWheel() (*wheel, *fakeClock) {
 	w := newWheel(c)
 	w.dispatch = func(due []*wheelEntry, gens []uint32) {
 		for i, e := range due {
+			if !w.startFire(e) {
+				continue
+			}
 			tt := targets[e]
 			tt.fires = append(tt.fires, c.now())
 			tt.gens = append(tt.gens, gens[i])
@@ -201,17 +204,45 @@ func TestWheelCatchesUpAfterAStall(t *testing.T) {
 	}
 }
 
-// A fire that runs when its request stops is waited for: cancel returns a
-// channel closed when the fire returned.
-func TestWheelCancelWaitsForADispatchedFire(t *testing.T) {
+// A request that stops while its fire waits in the tick's queue takes it
+// out: cancel does not wait, and no goroutine runs it.
+func TestWheelCancelTakesAQueuedFireOut(t *testing.T) {
 	w, c := newTestWheel()
 	e, _ := newEntry(c)
-	var fire func()
-	w.dispatch = func(due []*wheelEntry, _ []uint32) { fire = func() { w.fired(due[0]) } }
+	var queued []*wheelEntry
+	w.dispatch = func(due []*wheelEntry, _ []uint32) { queued = due }
 	w.schedule(e, c.now()+time.Millisecond)
 	c.advance(2 * time.Millisecond)
-	if fire == nil {
-		t.Fatal("not dispatched")
+	if len(queued) != 1 || e.where != entryQueued {
+		t.Fatalf("not queued: %v", e.where)
+	}
+	if ch := w.cancel(e); ch != nil {
+		t.Fatal("cancel of a queued fire waits for it")
+	}
+	if w.startFire(e) {
+		t.Fatal("a cancelled fire was started")
+	}
+	if e.where != entryIdle || w.n != 0 {
+		t.Fatalf("entry %v, %d listed", e.where, w.n)
+	}
+}
+
+// A fire that runs when its request stops is waited for: cancel returns a
+// channel closed when the fire returned.
+func TestWheelCancelWaitsForARunningFire(t *testing.T) {
+	w, c := newTestWheel()
+	e, _ := newEntry(c)
+	var finish func()
+	w.dispatch = func(due []*wheelEntry, _ []uint32) {
+		if !w.startFire(due[0]) {
+			t.Fatal("not started")
+		}
+		finish = func() { w.fired(due[0]) }
+	}
+	w.schedule(e, c.now()+time.Millisecond)
+	c.advance(2 * time.Millisecond)
+	if finish == nil || e.where != entryFiring {
+		t.Fatalf("not firing: %v", e.where)
 	}
 	ch := w.cancel(e)
 	if ch == nil {
@@ -222,7 +253,7 @@ func TestWheelCancelWaitsForADispatchedFire(t *testing.T) {
 		t.Fatal("closed before the fire returned")
 	default:
 	}
-	fire()
+	finish()
 	select {
 	case <-ch:
 	default:
@@ -234,39 +265,42 @@ func TestWheelCancelWaitsForADispatchedFire(t *testing.T) {
 }
 
 // A fire that schedules the next one leaves the entry listed, and a cancel
-// meanwhile takes that off too.
+// that waited for that fire takes the new schedule off too.
 func TestWheelFireThatReschedules(t *testing.T) {
 	w, c := newTestWheel()
 	e, _ := newEntry(c)
-	var fire func()
+	var finish func()
 	w.dispatch = func(due []*wheelEntry, _ []uint32) {
-		fire = func() {
+		if !w.startFire(due[0]) {
+			t.Fatal("a queued fire was not started")
+		}
+		finish = func() {
 			w.schedule(due[0], c.now()+10*time.Millisecond)
 			w.fired(due[0])
 		}
 	}
 	w.schedule(e, c.now()+time.Millisecond)
 	c.advance(time.Millisecond)
-	fire()
+	finish()
 	if e.where != entryListed || w.n != 1 {
 		t.Fatalf("after a rescheduling fire: entry %v, %d listed", e.where, w.n)
 	}
-	fire = nil
+	finish = nil
 	c.advance(5 * time.Millisecond)
-	if fire != nil {
+	if finish != nil {
 		t.Fatal("fired early")
 	}
 	c.advance(5 * time.Millisecond)
-	if fire == nil {
+	if finish == nil {
 		t.Fatal("the rescheduled fire did not come")
 	}
-	ch := w.cancel(e) // dispatched, not yet rescheduled
-	fire()            // reschedules while a cancel waits
+	ch := w.cancel(e) // running, not yet rescheduled
+	finish()          // reschedules while a cancel waits
 	<-ch
-	if e.where != entryListed && e.prev == nil {
+	if e.where != entryListed {
 		t.Fatalf("entry %v", e.where)
 	}
-	if w.cancel(e) != nil || w.n != 0 {
+	if w.cancel(e) != nil || w.n != 0 || e.where != entryIdle {
 		t.Fatalf("the entry the waited-for fire rescheduled stays: %d listed", w.n)
 	}
 }
