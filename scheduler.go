@@ -175,12 +175,14 @@ func (w *wheel) cancel(e *wheelEntry) <-chan struct{} {
 	return nil
 }
 
-// startFire takes a queued entry for its fire, unless it was cancelled or
-// rescheduled since it was queued.
-func (w *wheel) startFire(e *wheelEntry) bool {
+// startFire takes a queued entry for the fire of generation gen, unless it
+// was cancelled or rescheduled since: a rescheduled entry may already sit
+// in a later tick's queue under a newer generation, and that fire is the
+// one to run.
+func (w *wheel) startFire(e *wheelEntry, gen uint32) bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if e.where != entryQueued {
+	if e.where != entryQueued || e.gen != gen {
 		return false
 	}
 	e.where = entryFiring
@@ -280,7 +282,7 @@ func (w *wheel) fireAll(due []*wheelEntry, gens []uint32) {
 				if i >= len(due) {
 					return
 				}
-				if w.startFire(due[i]) {
+				if w.startFire(due[i], gens[i]) {
 					due[i].owner.due(gens[i])
 					w.fired(due[i])
 				}

@@ -82,7 +82,7 @@ func newTestWheel() (*wheel, *fakeClock) {
 	w := newWheel(c)
 	w.dispatch = func(due []*wheelEntry, gens []uint32) {
 		for i, e := range due {
-			if !w.startFire(e) {
+			if !w.startFire(e, gens[i]) {
 				continue
 			}
 			tt := targets[e]
@@ -210,7 +210,8 @@ func TestWheelCancelTakesAQueuedFireOut(t *testing.T) {
 	w, c := newTestWheel()
 	e, _ := newEntry(c)
 	var queued []*wheelEntry
-	w.dispatch = func(due []*wheelEntry, _ []uint32) { queued = due }
+	var gen uint32
+	w.dispatch = func(due []*wheelEntry, gens []uint32) { queued, gen = due, gens[0] }
 	w.schedule(e, c.now()+time.Millisecond)
 	c.advance(2 * time.Millisecond)
 	if len(queued) != 1 || e.where != entryQueued {
@@ -219,7 +220,7 @@ func TestWheelCancelTakesAQueuedFireOut(t *testing.T) {
 	if ch := w.cancel(e); ch != nil {
 		t.Fatal("cancel of a queued fire waits for it")
 	}
-	if w.startFire(e) {
+	if w.startFire(e, gen) {
 		t.Fatal("a cancelled fire was started")
 	}
 	if e.where != entryIdle || w.n != 0 {
@@ -233,8 +234,8 @@ func TestWheelCancelWaitsForARunningFire(t *testing.T) {
 	w, c := newTestWheel()
 	e, _ := newEntry(c)
 	var finish func()
-	w.dispatch = func(due []*wheelEntry, _ []uint32) {
-		if !w.startFire(due[0]) {
+	w.dispatch = func(due []*wheelEntry, gens []uint32) {
+		if !w.startFire(due[0], gens[0]) {
 			t.Fatal("not started")
 		}
 		finish = func() { w.fired(due[0]) }
@@ -270,8 +271,8 @@ func TestWheelFireThatReschedules(t *testing.T) {
 	w, c := newTestWheel()
 	e, _ := newEntry(c)
 	var finish func()
-	w.dispatch = func(due []*wheelEntry, _ []uint32) {
-		if !w.startFire(due[0]) {
+	w.dispatch = func(due []*wheelEntry, gens []uint32) {
+		if !w.startFire(due[0], gens[0]) {
 			t.Fatal("a queued fire was not started")
 		}
 		finish = func() {
@@ -302,5 +303,40 @@ func TestWheelFireThatReschedules(t *testing.T) {
 	}
 	if w.cancel(e) != nil || w.n != 0 || e.where != entryIdle {
 		t.Fatalf("the entry the waited-for fire rescheduled stays: %d listed", w.n)
+	}
+}
+
+// An entry rescheduled while its fire waits in a tick's queue, and queued
+// again by a later tick before a goroutine reached the first, fires once,
+// under the newer generation.
+func TestWheelRequeuedEntryFiresOnceWithItsNewGeneration(t *testing.T) {
+	w, c := newTestWheel()
+	e, _ := newEntry(c)
+	type queuedFire struct {
+		e   *wheelEntry
+		gen uint32
+	}
+	var queue []queuedFire
+	w.dispatch = func(due []*wheelEntry, gens []uint32) {
+		for i := range due {
+			queue = append(queue, queuedFire{due[i], gens[i]})
+		}
+	}
+	g1 := w.schedule(e, c.now()+time.Millisecond)
+	c.advance(time.Millisecond)
+	g2 := w.schedule(e, c.now()+time.Millisecond) // rescheduled while queued
+	c.advance(time.Millisecond)
+	if len(queue) != 2 || queue[0].gen != g1 || queue[1].gen != g2 {
+		t.Fatalf("queue %+v, want gens %d then %d", queue, g1, g2)
+	}
+	var started []uint32
+	for _, q := range queue {
+		if w.startFire(q.e, q.gen) {
+			started = append(started, q.gen)
+			w.fired(q.e)
+		}
+	}
+	if len(started) != 1 || started[0] != g2 || e.where != entryIdle {
+		t.Fatalf("started %v (want only %d), entry %v", started, g2, e.where)
 	}
 }
