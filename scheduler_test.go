@@ -6,6 +6,11 @@ package processing
 // goroutines.
 
 import (
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptrace"
+	"net/textproto"
 	"sync"
 	"testing"
 	"time"
@@ -339,4 +344,62 @@ func TestWheelRequeuedEntryFiresOnceWithItsNewGeneration(t *testing.T) {
 	if len(started) != 1 || started[0] != g2 || e.where != entryIdle {
 		t.Fatalf("started %v (want only %d), entry %v", started, g2, e.where)
 	}
+}
+
+// TestHTTP2InterimsOnTheGridNeverEarly: the 102s of streams that share an
+// HTTP/2 connection fall due on the coalescing grid (interval/8, here
+// 25 ms), which may make one later but never earlier than its slot
+// delay + k × interval, counted from when the client sent the request.
+func TestHTTP2InterimsOnTheGridNeverEarly(t *testing.T) {
+	setBehaviour(t, "slow", sleepThen(1100*time.Millisecond, "done"))
+	port, _ := startCaddy(t, `
+http://127.0.0.1:{PORT} {
+	processing {
+		delay 300ms
+		interval 200ms
+	}
+	test_work slow
+}
+`)
+	client := h2cClient()
+	const streams = 8
+	var wg sync.WaitGroup
+	for s := range streams {
+		wg.Go(func() {
+			var mu sync.Mutex
+			var at []time.Duration
+			start := time.Now()
+			trace := &httptrace.ClientTrace{Got1xxResponse: func(code int, _ textproto.MIMEHeader) error {
+				mu.Lock()
+				defer mu.Unlock()
+				if code == http.StatusProcessing {
+					at = append(at, time.Since(start))
+				}
+				return nil
+			}}
+			req, _ := http.NewRequest("GET", fmt.Sprintf("http://127.0.0.1:%d/?s=%d", port, s), nil)
+			res, err := client.Do(req.WithContext(httptrace.WithClientTrace(req.Context(), trace)))
+			if err != nil {
+				t.Errorf("stream %d: %v", s, err)
+				return
+			}
+			body, _ := io.ReadAll(res.Body)
+			res.Body.Close()
+			mu.Lock()
+			defer mu.Unlock()
+			if res.StatusCode != 200 || string(body) != "done" || res.ProtoMajor != 2 {
+				t.Errorf("stream %d: %s %d %q", s, res.Proto, res.StatusCode, body)
+			}
+			// 102s due at 300, 500, 700, 900 ms and maybe 1100.
+			if len(at) < 3 || len(at) > 5 {
+				t.Errorf("stream %d: %d 102s, want 3 to 5", s, len(at))
+			}
+			for k, a := range at {
+				if slot := 300*time.Millisecond + time.Duration(k)*200*time.Millisecond; a < slot {
+					t.Errorf("stream %d: 102 %d after %v, before its slot at %v", s, k, a, slot)
+				}
+			}
+		})
+	}
+	wg.Wait()
 }
