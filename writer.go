@@ -93,9 +93,11 @@ func (w *interimWriter) forwardInterim(code int) {
 // the state committed and drops itself; stop takes it off the wheel.
 func (w *interimWriter) commit(code int) {
 	w.mu.Lock()
-	if w.state >= stateCommitted {
+	if state := w.state; state >= stateCommitted {
+		// Committed meanwhile by another goroutine: Go logs the
+		// superfluous call. Nothing reaches rw once the handler returned.
 		w.mu.Unlock()
-		if w.state != stateDone {
+		if state != stateDone {
 			w.rw.WriteHeader(code)
 		}
 		return
