@@ -230,7 +230,7 @@ func TestClientDisconnectsAtEveryStage(t *testing.T) {
 					t.Errorf("the next handler learnt of it by %q, want %q", how, wantHow)
 				}
 				t.Logf("next handler: %v; client saw %d 102s", how, seen)
-				// The request is over: its timer must not send again.
+				// The request is over: no fire of the wheel may send again.
 				relAssertNoMoreInterims(t, 100*time.Millisecond)
 				if stage.leaveAfter102s == 0 && !stage.leaveInBody {
 					if d := relInterimsSent(t) - sentBefore; d != 0 {

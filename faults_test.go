@@ -517,7 +517,7 @@ http://127.0.0.1:{PORT} {
 
 // TestUpstreamInterimsMeetTicks: reverse_proxy forwards an upstream's 103s
 // from its transport's goroutine while the module's own 102s go out every
-// millisecond from its timer. Under -race, with requests over raw HTTP/1.1
+// millisecond from the wheel's fire goroutines. Under -race, with requests over raw HTTP/1.1
 // in parallel, each interim must stay whole: a 102 with only its own
 // numbered field, a 103 with the upstream's Link (in the upstream's order)
 // and no X-Progress, and the final response after all of them.
