@@ -117,10 +117,14 @@ func (w *interimWriter) writeInterimLocked(to http.ResponseWriter, code int) {
 var forceHeaderClone = []string{"chunked"}
 
 // fieldStash holds the few header fields of a request whose real map was
-// emptied for a 102 before the next handler asked for a map.
+// emptied for a 102 before the next handler asked for a map: those Caddy's
+// server sets before any handler (Server, and Alt-Svc with HTTP/3), each
+// with one value. A field is kept as a pointer to its value's backing
+// array rather than a slice: 8 bytes instead of 24, in a struct every
+// waiting request carries (issue 9 bounds that at 256 bytes).
 type fieldStash struct {
 	keys   [2]string // "" where unused
-	values [2][]string
+	values [2]*[1]string
 }
 
 // take moves every field of h into the stash if they fit.
@@ -128,20 +132,26 @@ func (s *fieldStash) take(h http.Header) bool {
 	if len(h) > len(s.keys) {
 		return false
 	}
+	for _, v := range h {
+		if len(v) != 1 {
+			return false
+		}
+	}
 	i := 0
 	for k, v := range h {
-		s.keys[i], s.values[i] = k, v
+		s.keys[i], s.values[i] = k, (*[1]string)(v)
 		i++
 	}
 	clear(h)
 	return true
 }
 
-// copyTo adds the stashed fields to h.
+// copyTo adds the stashed fields to h. A value comes back as a slice of
+// length and capacity 1 over the same array; an append to it copies.
 func (s *fieldStash) copyTo(h http.Header) {
 	for i, k := range s.keys {
 		if k != "" {
-			h[k] = s.values[i]
+			h[k] = s.values[i][:]
 		}
 	}
 }

@@ -17,7 +17,33 @@ import (
 )
 
 // ServeHTTP sends 102 responses while next works on the request.
+//
+// Its frame stays on the request goroutine's stack for as long as next
+// runs, and next's deepest calls (writing the response) run through the
+// writer's methods: the work before next is in prepare and the work after
+// it in end, so that only what next needs is on the stack. A goroutine
+// starts with a small stack that is copied into one twice the size when
+// it runs out; a few hundred bytes more can double an HTTP/1.1 request's
+// stack from 8 to 16 KiB (docs/performance.md).
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) (err error) {
+	iw, served, err := h.prepare(w, r, next)
+	if served {
+		return err
+	}
+	if iw == nil {
+		return next.ServeHTTP(w, r)
+	}
+	returned := false
+	defer iw.end(r, &err, &returned)
+	err = next.ServeHTTP(iw, r)
+	returned = true
+	return err
+}
+
+// prepare decides what happens to the request: answered by async mode
+// (served), left alone (no writer), or given a writer whose first 102 is
+// armed.
+func (h *Handler) prepare(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) (iw *interimWriter, served bool, err error) {
 	// Caddy's variable table is read by other goroutines while next runs
 	// (reverse_proxy's transport dials on its own goroutine and reads it,
 	// also after a cancelled RoundTrip returned), so the module writes it
@@ -31,19 +57,19 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 			// runs on a copy of the table, and this request's next never
 			// runs, so the write races with nothing.
 			setCountVar(vars, &noInterims)
-			return err
+			return nil, true, err
 		}
 	}
 	// RFC 9110 §15.2: a server must not send a 1xx to an HTTP/1.0 client,
 	// and Go's server would send one anyway.
 	if !r.ProtoAtLeast(1, 1) {
 		setCountVar(vars, &noInterims)
-		return next.ServeHTTP(w, r)
+		return nil, false, nil
 	}
 	prefer := prefersProcessing(r.Header["Prefer"])
 	if h.OptIn && !prefer {
 		setCountVar(vars, &noInterims)
-		return next.ServeHTTP(w, r)
+		return nil, false, nil
 	}
 
 	// The writer is made for this request and never reused: next may hand
@@ -51,34 +77,33 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	// outlive this call (Go's Transport reads and closes request bodies
 	// after RoundTrip returned; a handler's goroutine may keep the writer).
 	// Once stop has run, every such late call finds the writer done.
-	iw := &interimWriter{h: h, rw: w, realHeader: w.Header(), ctx: r.Context()}
+	iw = &interimWriter{h: h, rw: w, realHeader: w.Header(), req: r}
 	iw.entry.owner = iw
 	setCountVar(vars, &iw.count)
 	iw.begin(r, prefer)
-	returned := false
-	defer func() {
-		ended := iw.stop()
-		// A panic after 102s and before the final status: the client was
-		// told the request is in progress, so the panic becomes an error
-		// that Caddy's error handling (handle_errors) answers. Any other
-		// panic goes on to net/http untouched, keeping its stack;
-		// http.ErrAbortHandler asks net/http to abort the response.
-		if !returned && iw.interim && ended < stateCommitted {
-			if rec := recover(); rec == http.ErrAbortHandler {
-				iw.finish(r, err, true)
-				panic(rec)
-			} else if rec != nil { // nil: runtime.Goexit, not a panic
-				h.logger.Error("panic in a handler after 102 Processing",
-					zap.Any("panic", rec), zap.ByteString("stack", debug.Stack()))
-				err = caddyhttp.Error(http.StatusInternalServerError, fmt.Errorf("panic: %v", rec))
-				returned = true
-			}
+	return iw, false, nil
+}
+
+// end runs, deferred, when next returns or panics. It calls recover itself,
+// as only a deferred function can: a panic after 102s and before the final
+// status becomes an error that Caddy's error handling (handle_errors)
+// answers, since the client was told the request is in progress. Any other
+// panic goes on to net/http untouched, keeping its stack;
+// http.ErrAbortHandler asks net/http to abort the response.
+func (w *interimWriter) end(r *http.Request, err *error, returned *bool) {
+	ended := w.stop()
+	if !*returned && w.interim && ended < stateCommitted {
+		if rec := recover(); rec == http.ErrAbortHandler {
+			w.finish(r, *err, true)
+			panic(rec)
+		} else if rec != nil { // nil: runtime.Goexit, not a panic
+			w.h.logger.Error("panic in a handler after 102 Processing",
+				zap.Any("panic", rec), zap.ByteString("stack", debug.Stack()))
+			*err = caddyhttp.Error(http.StatusInternalServerError, fmt.Errorf("panic: %v", rec))
+			*returned = true
 		}
-		iw.finish(r, err, !returned)
-	}()
-	err = next.ServeHTTP(iw, r)
-	returned = true
-	return err
+	}
+	w.finish(r, *err, !*returned)
 }
 
 // setCountVar puts the count in the variable table, if the request has one.
@@ -132,26 +157,24 @@ const (
 // (bodygate.go), and takes its turns on the process's wheel
 // (scheduler.go).
 type interimWriter struct {
+	// Every waiting request carries one (issue 9 bounds the module's heap
+	// per waiting request at 256 bytes): the fields are ordered so that
+	// the small ones share words, which keeps it in the 192-byte size
+	// class (TestWriterSize).
+
 	// Set by ServeHTTP and begin on the request's goroutine before the
 	// first schedule, read-only after.
-	h           *Handler
-	rw          http.ResponseWriter
-	realHeader  http.Header
-	ctx         context.Context
-	start       time.Duration // on monoClock
-	http2       bool
-	multiplexed bool // HTTP/2 or HTTP/3: streams share the connection
+	h          *Handler
+	rw         http.ResponseWriter
+	realHeader http.Header
+	// req is the request as this module received it, for its context
+	// (the server's name and the original request, in metrics and logs).
+	req   *http.Request
+	start time.Duration // on monoClock
 	// fields are the handler's, or this request's when they hold Caddy
 	// placeholders (resolved once, on the request's goroutine).
 	fields *[]headerField
 	entry  wheelEntry
-
-	// count is how many 102s this module sent, the value of the request
-	// variable InterimCountVar. Written under mu, read from anywhere.
-	count interimCount
-	// stateCopy is state, for reads without mu (the ResponseWriter
-	// methods' checks). Written only together with state, under mu.
-	stateCopy atomic.Uint32 // holds a requestState
 
 	// mu serialises everything written to rw before the final status:
 	// 102s, 1xx from the next handler's goroutines, the module's 100
@@ -159,20 +182,32 @@ type interimWriter struct {
 	// those writes. Lock order: mu, then the wheel's mu.
 	mu sync.Mutex
 	// Guarded by mu:
-	state   requestState
-	where   fieldsWhere // where the next handler's header fields are (fields.go)
-	interim bool        // some 1xx (the module's or the next handler's) was written
+	//
 	// nextDue is when the scheduled 102 is due, on the handler's grid
 	// before rounding: 102s keep to delay + k × interval from the start,
 	// or from the next handler's last 1xx.
 	nextDue time.Duration
-	dueGen  uint32 // the generation of the scheduled fire; others are stale
 	stash   fieldStash
 	// held is the header map the next handler sees before the final
 	// status, once it asked for one or a 102 moved its fields there. The
 	// module touches it only under mu and only before it was handed out
 	// or at the final status; the next handler owns it otherwise.
-	held http.Header
+	held    http.Header
+	dueGen  uint32       // the generation of the scheduled fire; others are stale
+	state   requestState // the request's state; stateCopy follows it
+	where   fieldsWhere  // where the next handler's header fields are (fields.go)
+	interim bool         // some 1xx (the module's or the next handler's) was written
+
+	// Set by begin with the fields above it, read-only after.
+	http2       bool
+	multiplexed bool // HTTP/2 or HTTP/3: streams share the connection
+
+	// count is how many 102s this module sent, the value of the request
+	// variable InterimCountVar. Written under mu, read from anywhere.
+	count interimCount
+	// stateCopy is state, for reads without mu (the ResponseWriter
+	// methods' checks). Written only together with state, under mu.
+	stateCopy atomic.Uint32 // holds a requestState
 	// handedOut is set, under mu, once held was given to the next
 	// handler; read without mu by Header.
 	handedOut atomic.Bool
@@ -290,13 +325,14 @@ func (w *interimWriter) sendInterimLocked(now time.Duration) {
 	// (caddy_http_response_duration_seconds with code="102").
 	w.writeInterimLocked(innermost(w.rw), http.StatusProcessing)
 
-	server := serverName(w.ctx)
+	ctx := w.req.Context()
+	server := serverName(ctx)
 	interimsSent.WithLabelValues(server).Inc()
 	if count == 1 {
 		requestsWithInterim.WithLabelValues(server).Inc()
 	}
 	if c := w.h.logger.Check(zapcore.DebugLevel, "sent 102 Processing"); c != nil {
-		orig, _ := w.ctx.Value(caddyhttp.OriginalRequestCtxKey).(http.Request)
+		orig, _ := ctx.Value(caddyhttp.OriginalRequestCtxKey).(http.Request)
 		c.Write(
 			// Caddy keeps a copy of the request as it arrived in the
 			// context, which, unlike r, no handler changes.
