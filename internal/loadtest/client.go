@@ -194,13 +194,10 @@ func runClient(c clientConfig) error {
 	wg.Wait()
 	rampDone = c.Ramp // the nominal ramp; the parent times its own sample
 
-	// The measured requests are done: let the stallers go, which closes
-	// their connections and ends the server's blocked writes.
-	close(release)
-	stallWG.Wait()
-
+	stalls.mu.Lock()
 	r := clientResult{Sent: t.sent, Completed: t.completed, Failed: t.failed, Errors: t.errors, RampDone: rampDone, Wall: time.Since(start),
 		Missing: t.missing, StallersUp: stalls.up, StallerErrors: stalls.errors}
+	stalls.mu.Unlock()
 	r.Interims = len(t.lateness)
 	slices.Sort(t.lateness)
 	if n := len(t.lateness); n > 0 {
@@ -222,7 +219,16 @@ func runClient(c clientConfig) error {
 			}
 		}
 	}
-	return json.NewEncoder(os.Stdout).Encode(r)
+	if err := json.NewEncoder(os.Stdout).Encode(r); err != nil {
+		return err
+	}
+	// The stallers hold on until the parent, having looked at the
+	// server's goroutines, closes stdin; then they close their
+	// connections, which ends the server's blocked writes.
+	_, _ = io.Copy(io.Discard, os.Stdin)
+	close(release)
+	stallWG.Wait()
+	return nil
 }
 
 // slot is when request i is written: the ramp spreads the requests evenly,
