@@ -198,7 +198,7 @@ func runClient(c clientConfig) error {
 	r := clientResult{Sent: t.sent, Completed: t.completed, Failed: t.failed, Errors: t.errors, RampDone: rampDone, Wall: time.Since(start),
 		Missing: t.missing, StallersUp: stalls.up, StallerErrors: stalls.errors}
 	stalls.mu.Unlock()
-	r.Interims = len(t.lateness)
+	r.Interims = len(t.lateness) - t.missing // the 102s received
 	slices.Sort(t.lateness)
 	if n := len(t.lateness); n > 0 {
 		ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
