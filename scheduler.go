@@ -13,7 +13,7 @@ import (
 // A timer per request costs a heap operation on every insert and cancel and
 // a goroutine start on every fire; the wheel inserts and cancels in O(1)
 // under one lock, and fires the requests due in one tick together, so that
-// 102s of the streams of one HTTP/2 connection share a flush.
+// the process wakes once for all of them (see Handler.grid).
 //
 // Time on the wheel is counted in ticks of wheelTick from the scheduler's
 // clock. An entry due at time t goes into the slot of tick ceil(t/wheelTick)
@@ -63,16 +63,14 @@ type wheelEntry struct {
 	// Guarded by the wheel's mu.
 	prev, next *wheelEntry
 	tick       int64 // the tick it is due at
-	gen        uint32
-	where      entryWhere
-	// waiter, if not nil, is closed when a dispatched fire has returned
-	// (see cancel).
-	waiter chan struct{}
 
 	// owner is the request the entry belongs to, set once before the
 	// first schedule; the wheel calls its due on a goroutine of its own,
 	// with the generation the entry was scheduled with.
 	owner *interimWriter
+
+	gen   uint32     // guarded by the wheel's mu
+	where entryWhere // guarded by the wheel's mu
 }
 
 // entryWhere is where an entry stands on the wheel.
@@ -96,6 +94,11 @@ type wheel struct {
 	n       int                    // entries listed
 	timer   clockTimer             // made at the first start
 	running bool                   // a tick is armed; cleared by a tick that finds no entry
+	// waiters holds, for an entry whose fire is running, a channel that
+	// is closed when the fire has returned (see cancel). It is rarely
+	// needed (a request ending while its 102 is being written), so the
+	// entries, one per waiting request, do not carry the field.
+	waiters map[*wheelEntry]chan struct{}
 	// dispatch starts the fires of the entries due in one tick, each with
 	// the generation it was scheduled with; fireAll in production,
 	// replaced in the wheel's tests. For each entry it must call
@@ -167,10 +170,15 @@ func (w *wheel) cancel(e *wheelEntry) <-chan struct{} {
 			// Rescheduled by its running fire: only the fire remains.
 			w.unlinkLocked(e)
 		}
-		if e.waiter == nil {
-			e.waiter = make(chan struct{})
+		ch := w.waiters[e]
+		if ch == nil {
+			if w.waiters == nil {
+				w.waiters = make(map[*wheelEntry]chan struct{})
+			}
+			ch = make(chan struct{})
+			w.waiters[e] = ch
 		}
-		return e.waiter
+		return ch
 	}
 	return nil
 }
@@ -197,9 +205,9 @@ func (w *wheel) fired(e *wheelEntry) {
 	} else {
 		e.where = entryIdle
 	}
-	if e.waiter != nil {
-		close(e.waiter)
-		e.waiter = nil
+	if ch, ok := w.waiters[e]; ok {
+		close(ch)
+		delete(w.waiters, e)
 	}
 	w.mu.Unlock()
 }
@@ -271,8 +279,7 @@ const maxFireGoroutines = 64
 // an HTTP/2 connection may be stuck behind a large download) holds up only
 // its own goroutine while the others carry on, so it holds back no other
 // request unless maxFireGoroutines writes block at once. The fires of one
-// tick run concurrently, so the 102s of the streams of one HTTP/2
-// connection queue together and share x/net's flush.
+// tick run concurrently.
 func (w *wheel) fireAll(due []*wheelEntry, gens []uint32) {
 	var next atomic.Int32
 	for range min(len(due), maxFireGoroutines) {

@@ -45,7 +45,7 @@ var logf = log.New(os.Stderr, "", log.Ltime)
 
 func main() {
 	var (
-		mode       = flag.String("mode", "all", "what to run: rps, scale, floor (the kernel's floor for a 102 on HTTP/1.1), stall (a client that stops reading) or all (all but stall)")
+		mode       = flag.String("mode", "all", "what to run: rps, scale, floor (the kernel's floor for a 102 on HTTP/1.1), xfloor (scale against Go's own server writing its own 102s: the libraries' floor), stall (a client that stops reading) or all (rps, scale and floor)")
 		out        = flag.String("out", "", "also write the results as JSON to this file")
 		protos     = flag.String("protos", "h1,h2", "protocols to test, comma-separated: h1 (HTTP/1.1), h2 (h2c)")
 		rpsRounds  = flag.Int("rps-rounds", 12, "rps: rounds, each one run with and one without the module")
@@ -62,11 +62,17 @@ func main() {
 		stallers   = flag.Int("stallers", 10, "stall: clients that stop reading, in the phases with stallers")
 		stallStrm  = flag.Int("stall-streams", 100, "stall: long streams each HTTP/2 staller opens behind its blocked download")
 		cpuProfile = flag.String("cpuprofile", "", "scale: write a CPU profile of the server during the runs with the module to this file")
+		memProfile = flag.String("memprofile", "", "scale: write heap profiles of the server with every request in flight to this file, suffixed .with and .without (compare them with go tool pprof -diff_base)")
 		withLines  = flag.String("with", "", "scale: the Caddyfile lines of the run with the module (default: processing with -delay and -interval)")
 		clientMode = flag.Bool("client", false, "internal: run as the scale test's client, config as JSON on stdin")
 	)
 	flag.Parse()
 	profilePath = *cpuProfile
+	if memProfilePath = *memProfile; memProfilePath != "" {
+		// Finer than the default of one sample per 512 KiB: the module's
+		// share is a few hundred bytes per request.
+		runtime.MemProfileRate = 64
+	}
 
 	if *clientMode {
 		var c clientConfig
@@ -97,13 +103,14 @@ func main() {
 			}
 			report["rps_"+p] = r
 		}
-		if *mode == "scale" || *mode == "all" {
+		if *mode == "scale" || *mode == "xfloor" || *mode == "all" {
 			var reps []*scaleReport
 			for range *pairs {
 				var r *scaleReport
 				r, err = runScale(scaleConfig{
 					Proto: p, N: *n, Hold: *holdFor, Delay: *delay, Interval: *interval,
 					Ramp: *ramp, StreamsPerConn: *streams, WithLines: *withLines,
+					Plain: *mode == "xfloor",
 				})
 				if err != nil {
 					break
@@ -113,7 +120,7 @@ func main() {
 			if err != nil {
 				break
 			}
-			report["scale_"+p] = reps
+			report[*mode+"_"+p] = reps
 		}
 		if *mode == "stall" {
 			var r *stallReport
@@ -143,9 +150,26 @@ func main() {
 	}
 }
 
+// writeHeapProfile writes the heap profile as of the last GC (sampleMemory
+// ran two).
+func writeHeapProfile(path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := pprof.WriteHeapProfile(f); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
 // profilePath is where -cpuprofile writes, if set: one file for each
 // protocol and test, with that suffix.
 var profilePath string
+
+// memProfilePath is where -memprofile writes, if set.
+var memProfilePath string
 
 // startProfile starts a CPU profile into path; stop ends it. Only one
 // profile may run at a time, so a loop profiles only its first turn.
@@ -164,6 +188,10 @@ func startProfile(path string) (stop func(), err error) {
 // ---- scale -----------------------------------------------------------------
 
 type scaleConfig struct {
+	// Plain runs the load against Go's own server, without Caddy, whose
+	// handlers write their 102s themselves (plain.go): the libraries'
+	// floor for a 102.
+	Plain          bool
 	Proto          string
 	N              int
 	Hold           time.Duration
@@ -184,9 +212,11 @@ type scaleRun struct {
 	// holds, Caddy's own share included.
 	PerRequest float64 `json:"bytes_per_request"`
 	// CPU of the server process from the first request to the last.
-	CPU     time.Duration `json:"server_cpu"`
-	Wall    time.Duration `json:"wall"`
-	LoadAvg string        `json:"loadavg"`
+	CPU  time.Duration `json:"server_cpu"`
+	Wall time.Duration `json:"wall"`
+	// Writes is the server's write system calls in that time.
+	Writes  uint64 `json:"write_calls"`
+	LoadAvg string `json:"loadavg"`
 }
 
 type scaleReport struct {
@@ -200,6 +230,9 @@ type scaleReport struct {
 	ModuleStacksPerRequest float64 `json:"module_stacks_per_request"`
 	// (CPU with - CPU without) / 102s sent.
 	CPUPerInterim time.Duration `json:"cpu_per_interim"`
+	// (write calls with - without) / 102s sent: below 1 where 102s share
+	// a write.
+	WritesPerInterim float64 `json:"writes_per_interim"`
 }
 
 func runScale(c scaleConfig) (*scaleReport, error) {
@@ -230,6 +263,7 @@ func runScale(c scaleConfig) (*scaleReport, error) {
 	rep.ModuleBytesPerRequest = rep.ModuleHeapPerRequest + rep.ModuleStacksPerRequest
 	if n := rep.With.Client.Interims; n > 0 {
 		rep.CPUPerInterim = (rep.With.CPU - rep.Without.CPU) / time.Duration(n)
+		rep.WritesPerInterim = (float64(rep.With.Writes) - float64(rep.Without.Writes)) / float64(n)
 	}
 	cl := rep.With.Client
 	logf.Printf("scale %s: with: %d/%d completed, %d failed, %d 102s, lateness p50 %.1f ms p99 %.1f ms max %.1f ms, %d early, shortest gap %.1f ms, %d gaps shorter than interval-grid",
@@ -240,6 +274,7 @@ func runScale(c scaleConfig) (*scaleReport, error) {
 	logf.Printf("scale %s: server CPU %v with, %v without (wall %v): %v per 102",
 		c.Proto, rep.With.CPU.Round(time.Millisecond), rep.Without.CPU.Round(time.Millisecond),
 		rep.With.Wall.Round(time.Millisecond), rep.CPUPerInterim)
+	logf.Printf("scale %s: write calls %d with, %d without: %.2f per 102", c.Proto, rep.With.Writes, rep.Without.Writes, rep.WritesPerInterim)
 	return rep, nil
 }
 
@@ -255,10 +290,17 @@ func scaleOnce(c scaleConfig, with bool) (*scaleRun, error) {
 			directive = fmt.Sprintf("processing {\n\t\tdelay %s\n\t\tinterval %s\n\t}", c.Delay, c.Interval)
 		}
 	}
-	if err := loadCaddy(fmt.Sprintf("http://127.0.0.1:%d {\n\t%s\n\tloadtest_hold %s\n}\n", port, directive, c.Hold)); err != nil {
+	if c.Plain {
+		// "with" is with 102s, written by the handler itself.
+		stop, err := startPlain(c, port, with)
+		if err != nil {
+			return nil, err
+		}
+		defer stop()
+	} else if err := loadCaddy(fmt.Sprintf("http://127.0.0.1:%d {\n\t%s\n\tloadtest_hold %s\n}\n", port, directive, c.Hold)); err != nil {
 		return nil, err
 	}
-	logf.Printf("scale %s, module=%v: %d requests over %v, held %v", c.Proto, with, c.N, c.Ramp, c.Hold)
+	logf.Printf("scale %s, plain Go server %v, module or 102s %v: %d requests over %v, held %v", c.Proto, c.Plain, with, c.N, c.Ramp, c.Hold)
 
 	run := &scaleRun{MemBefore: sampleMemory()}
 	cfg, _ := json.Marshal(clientConfig{
@@ -283,7 +325,7 @@ func scaleOnce(c scaleConfig, with bool) (*scaleRun, error) {
 		}
 		defer stop()
 	}
-	cpu0, t0 := cpuTime(), time.Now()
+	cpu0, t0, w0 := cpuTime(), time.Now(), writeCalls()
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
@@ -298,12 +340,17 @@ func scaleOnce(c scaleConfig, with bool) (*scaleRun, error) {
 		time.Sleep(wait)
 	}
 	run.MemDuring = sampleMemory()
+	if memProfilePath != "" {
+		if err := writeHeapProfile(fmt.Sprintf("%s.%s.%s", memProfilePath, c.Proto, map[bool]string{true: "with", false: "without"}[with])); err != nil {
+			return nil, err
+		}
+	}
 	run.LoadAvg = loadavg()
 	rest, _ := io.ReadAll(stdout)
 	if err := cmd.Wait(); err != nil {
 		return nil, fmt.Errorf("client: %v", err)
 	}
-	run.CPU, run.Wall = cpuTime()-cpu0, time.Since(t0)
+	run.CPU, run.Wall, run.Writes = cpuTime()-cpu0, time.Since(t0), writeCalls()-w0
 	if err := json.Unmarshal(rest, &run.Client); err != nil {
 		return nil, fmt.Errorf("client result %q: %v", rest, err)
 	}
