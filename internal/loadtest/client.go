@@ -34,6 +34,14 @@ type clientConfig struct {
 	Delay          time.Duration `json:"delay"`
 	Interval       time.Duration `json:"interval"`
 	Timeout        time.Duration `json:"timeout"`
+	// CountMissing makes a 102 that never came count as late (see
+	// schedule); the stall test sets it.
+	CountMissing bool `json:"count_missing,omitempty"`
+	// Stallers are clients that stop reading (stall.go), started after
+	// the ramp; StallStreams is the long streams each HTTP/2 staller opens
+	// behind its blocked download.
+	Stallers     int `json:"stallers,omitempty"`
+	StallStreams int `json:"stall_streams,omitempty"`
 }
 
 // clientResult is what the child reports to the parent as one JSON line.
@@ -50,6 +58,9 @@ type clientResult struct {
 	// Interims that came earlier than their schedule (negative lateness)
 	// by more than 5 ms: 102s the schedule does not account for.
 	Early int `json:"early"`
+	// Missing counts the 102s the schedule promised before a request
+	// ended, less half an interval, that never came (CountMissing only).
+	Missing int `json:"missing,omitempty"`
 	// ShortGaps counts two consecutive 102s of one request closer than
 	// the interval less the module's coalescing grid, less 5 ms of the
 	// client's own jitter.
@@ -59,6 +70,9 @@ type clientResult struct {
 	// RampDone is when the last request was written, after start.
 	RampDone time.Duration `json:"ramp_done"`
 	Wall     time.Duration `json:"wall"`
+	// StallerErrors are the first few errors of the stallers' setup.
+	StallerErrors []string `json:"staller_errors,omitempty"`
+	StallersUp    int      `json:"stallers_up,omitempty"`
 }
 
 // tally gathers every request's outcome.
@@ -68,13 +82,15 @@ type tally struct {
 	gaps      []time.Duration
 	completed int
 	failed    int
+	missing   int
 	errors    []string
 	sent      int
 }
 
-func (t *tally) add(late, gaps []time.Duration, err error) {
+func (t *tally) add(late, gaps []time.Duration, missing int, err error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	t.missing += missing
 	t.lateness = append(t.lateness, late...)
 	t.gaps = append(t.gaps, gaps...)
 	if err != nil {
@@ -94,16 +110,27 @@ func (t *tally) markSent() {
 }
 
 // schedule turns the arrival times of one request's 102s into lateness
-// and the gaps between them.
-func (c clientConfig) schedule(sent time.Time, arrivals []time.Time) (late, gaps []time.Duration) {
+// and the gaps between them. With CountMissing, each 102 due more than
+// half an interval before the request ended (end) that never came counts
+// as late by end less its due time, a lower bound: a 102 held back until
+// the request ends would otherwise not show in the lateness at all, only
+// as a shorter list of arrivals.
+func (c clientConfig) schedule(sent time.Time, arrivals []time.Time, end time.Time) (late, gaps []time.Duration, missing int) {
+	due := func(k int) time.Time { return sent.Add(c.Delay + time.Duration(k)*c.Interval) }
 	late = make([]time.Duration, len(arrivals))
 	for k, at := range arrivals {
-		late[k] = at.Sub(sent.Add(c.Delay + time.Duration(k)*c.Interval))
+		late[k] = at.Sub(due(k))
 		if k > 0 {
 			gaps = append(gaps, at.Sub(arrivals[k-1]))
 		}
 	}
-	return late, gaps
+	if c.CountMissing {
+		for k := len(arrivals); !due(k).After(end.Add(-c.Interval / 2)); k++ {
+			late = append(late, end.Sub(due(k)))
+			missing++
+		}
+	}
+	return late, gaps, missing
 }
 
 // grid is the module's coalescing grid for the protocol and interval
@@ -142,6 +169,15 @@ func runClient(c clientConfig) error {
 	default:
 		return fmt.Errorf("unknown protocol %q", c.Proto)
 	}
+	release := make(chan struct{})
+	var stallWG sync.WaitGroup
+	stalls := &stallTally{}
+	for i := range c.Stallers {
+		// After the ramp, when every measured request waits, spread over
+		// one interval so that their 102s fall due in different ticks.
+		at := start.Add(c.Ramp + time.Duration(i)*c.Interval/time.Duration(c.Stallers))
+		stallWG.Go(func() { c.stall(at, release, stalls) })
+	}
 	// Report the end of the ramp when every request is written.
 	go func() {
 		for {
@@ -158,8 +194,11 @@ func runClient(c clientConfig) error {
 	wg.Wait()
 	rampDone = c.Ramp // the nominal ramp; the parent times its own sample
 
-	r := clientResult{Sent: t.sent, Completed: t.completed, Failed: t.failed, Errors: t.errors, RampDone: rampDone, Wall: time.Since(start)}
-	r.Interims = len(t.lateness)
+	stalls.mu.Lock()
+	r := clientResult{Sent: t.sent, Completed: t.completed, Failed: t.failed, Errors: t.errors, RampDone: rampDone, Wall: time.Since(start),
+		Missing: t.missing, StallersUp: stalls.up, StallerErrors: stalls.errors}
+	stalls.mu.Unlock()
+	r.Interims = len(t.lateness) - t.missing // the 102s received
 	slices.Sort(t.lateness)
 	if n := len(t.lateness); n > 0 {
 		ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
@@ -180,7 +219,16 @@ func runClient(c clientConfig) error {
 			}
 		}
 	}
-	return json.NewEncoder(os.Stdout).Encode(r)
+	if err := json.NewEncoder(os.Stdout).Encode(r); err != nil {
+		return err
+	}
+	// The stallers hold on until the parent, having looked at the
+	// server's goroutines, closes stdin; then they close their
+	// connections, which ends the server's blocked writes.
+	_, _ = io.Copy(io.Discard, os.Stdin)
+	close(release)
+	stallWG.Wait()
+	return nil
 }
 
 // slot is when request i is written: the ramp spreads the requests evenly,
@@ -195,25 +243,28 @@ func (c clientConfig) h1Request(t *tally, at time.Time) {
 	time.Sleep(time.Until(at))
 	conn, err := net.DialTimeout("tcp", c.Addr, 30*time.Second)
 	if err != nil {
-		t.add(nil, nil, err)
+		t.add(nil, nil, 0, err)
 		return
 	}
 	defer conn.Close()
 	_ = conn.SetDeadline(time.Now().Add(c.Timeout))
 	req := "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: loadtest\r\n\r\n"
 	if _, err := io.WriteString(conn, req); err != nil {
-		t.add(nil, nil, err)
+		t.add(nil, nil, 0, err)
 		return
 	}
 	sent := time.Now()
 	t.markSent()
 	var arrivals []time.Time
+	end := func(err error) {
+		late, gaps, missing := c.schedule(sent, arrivals, time.Now())
+		t.add(late, gaps, missing, err)
+	}
 	br := bufio.NewReaderSize(conn, 512)
 	for {
 		code, err := readHead(br)
 		if err != nil {
-			late, gaps := c.schedule(sent, arrivals)
-			t.add(late, gaps, fmt.Errorf("after %d interims: %w", len(arrivals), err))
+			end(fmt.Errorf("after %d interims: %w", len(arrivals), err))
 			return
 		}
 		if code == 102 {
@@ -221,18 +272,15 @@ func (c clientConfig) h1Request(t *tally, at time.Time) {
 			continue
 		}
 		if code != 200 {
-			late, gaps := c.schedule(sent, arrivals)
-			t.add(late, gaps, fmt.Errorf("status %d", code))
+			end(fmt.Errorf("status %d", code))
 			return
 		}
 		body := make([]byte, 4)
 		if _, err := io.ReadFull(br, body); err != nil || string(body) != "done" {
-			late, gaps := c.schedule(sent, arrivals)
-			t.add(late, gaps, fmt.Errorf("body %q: %v", body, err))
+			end(fmt.Errorf("body %q: %v", body, err))
 			return
 		}
-		late, gaps := c.schedule(sent, arrivals)
-		t.add(late, gaps, nil)
+		end(nil)
 		return
 	}
 }
@@ -276,7 +324,7 @@ func (c clientConfig) h2Conn(t *tally, slots []time.Time) {
 	time.Sleep(time.Until(slots[0]))
 	fail := func(n int, err error) {
 		for range n {
-			t.add(nil, nil, err)
+			t.add(nil, nil, 0, err)
 		}
 	}
 	conn, err := net.DialTimeout("tcp", c.Addr, 30*time.Second)
@@ -348,8 +396,8 @@ func (c clientConfig) h2Conn(t *tally, slots []time.Time) {
 		delete(streams, id)
 		mu.Unlock()
 		if s != nil {
-			late, gaps := c.schedule(s.sent, s.arrivals)
-			t.add(late, gaps, err)
+			late, gaps, missing := c.schedule(s.sent, s.arrivals, time.Now())
+			t.add(late, gaps, missing, err)
 		}
 	}
 	done := 0

@@ -12,6 +12,9 @@
 //	floor: the kernel's floor for one 102 on HTTP/1.1: 27-byte writes
 //	       round-robin to N idle loopback connections, one per connection
 //	       per interval, for the hold time.
+//	stall: issue 9's target 7: the scale load's 102 lateness, all with the
+//	       module, in phases without and with clients that stop reading
+//	       (stall.go). Not part of all.
 //
 // Run it with internal/loadtest/run.sh, which raises the file descriptor
 // limit first. The client of the scale test is this same program started
@@ -42,7 +45,7 @@ var logf = log.New(os.Stderr, "", log.Ltime)
 
 func main() {
 	var (
-		mode       = flag.String("mode", "all", "what to run: rps, scale, floor (the kernel's floor for a 102 on HTTP/1.1), xfloor (scale against Go's own server writing its own 102s: the libraries' floor) or all")
+		mode       = flag.String("mode", "all", "what to run: rps, scale, floor (the kernel's floor for a 102 on HTTP/1.1), xfloor (scale against Go's own server writing its own 102s: the libraries' floor), stall (a client that stops reading) or all (rps, scale and floor)")
 		out        = flag.String("out", "", "also write the results as JSON to this file")
 		protos     = flag.String("protos", "h1,h2", "protocols to test, comma-separated: h1 (HTTP/1.1), h2 (h2c)")
 		rpsRounds  = flag.Int("rps-rounds", 12, "rps: rounds, each one run with and one without the module")
@@ -55,7 +58,9 @@ func main() {
 		interval   = flag.Duration("interval", time.Second, "scale: processing interval")
 		ramp       = flag.Duration("ramp", 5*time.Second, "scale: time over which the requests are spread")
 		streams    = flag.Int("streams", 100, "scale: HTTP/2 streams per connection")
-		pairs      = flag.Int("pairs", 2, "scale: runs without then with the module; the first pair also warms the process up (see docs/performance.md)")
+		pairs      = flag.Int("pairs", 2, "scale: runs without then with the module; stall: phases without then with stallers; the first pair also warms the process up (see docs/performance.md)")
+		stallers   = flag.Int("stallers", 10, "stall: clients that stop reading, in the phases with stallers")
+		stallStrm  = flag.Int("stall-streams", 100, "stall: long streams each HTTP/2 staller opens behind its blocked download")
 		cpuProfile = flag.String("cpuprofile", "", "scale: write a CPU profile of the server during the runs with the module to this file")
 		memProfile = flag.String("memprofile", "", "scale: write heap profiles of the server with every request in flight to this file, suffixed .with and .without (compare them with go tool pprof -diff_base)")
 		withLines  = flag.String("with", "", "scale: the Caddyfile lines of the run with the module (default: processing with -delay and -interval)")
@@ -116,6 +121,17 @@ func main() {
 				break
 			}
 			report[*mode+"_"+p] = reps
+		}
+		if *mode == "stall" {
+			var r *stallReport
+			r, err = runStall(scaleConfig{
+				Proto: p, N: *n, Hold: *holdFor, Delay: *delay, Interval: *interval,
+				Ramp: *ramp, StreamsPerConn: *streams, WithLines: *withLines,
+			}, *stallers, *stallStrm, *pairs)
+			if err != nil {
+				break
+			}
+			report["stall_"+p] = r
 		}
 	}
 	_ = caddy.Stop()

@@ -38,6 +38,16 @@ func init() {
 		return &hold{Duration: caddy.Duration(d)}, nil
 	})
 	httpcaddyfile.RegisterDirectiveOrder("loadtest_hold", httpcaddyfile.Before, "respond")
+
+	caddy.RegisterModule(endless{})
+	httpcaddyfile.RegisterHandlerDirective("loadtest_endless", func(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+		h.Next()
+		if h.NextArg() {
+			return nil, h.ArgErr()
+		}
+		return endless{}, nil
+	})
+	httpcaddyfile.RegisterDirectiveOrder("loadtest_endless", httpcaddyfile.Before, "respond")
 }
 
 // hold is a long request: it answers 200 "done" after Duration, or gives
@@ -62,6 +72,25 @@ func (h hold) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Hand
 	w.Header().Set("Content-Length", "4")
 	_, err := w.Write([]byte("done"))
 	return err
+}
+
+// endless is a download that never ends: it writes zeros until the client
+// goes. The stall test's HTTP/2 stallers never read it (stall.go).
+type endless struct{}
+
+func (endless) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{ID: "http.handlers.loadtest_endless", New: func() caddy.Module { return new(endless) }}
+}
+
+func (endless) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
+	w.Header().Set("Content-Type", "application/octet-stream")
+	buf := make([]byte, 32<<10)
+	for r.Context().Err() == nil {
+		if _, err := w.Write(buf); err != nil {
+			return nil // the client went
+		}
+	}
+	return nil
 }
 
 // loadCaddy replaces the running Caddy config with the given site blocks,
