@@ -99,11 +99,28 @@ type wheel struct {
 	// needed (a request ending while its 102 is being written), so the
 	// entries, one per waiting request, do not carry the field.
 	waiters map[*wheelEntry]chan struct{}
+	// batches are the ticks' fires that the goroutines fireAll started
+	// may not all have taken yet (see watchLocked).
+	batches []*fireBatch
 	// dispatch starts the fires of the entries due in one tick, each with
 	// the generation it was scheduled with; fireAll in production,
 	// replaced in the wheel's tests. For each entry it must call
 	// startFire, and if that says so run the fire and then call fired.
 	dispatch func(due []*wheelEntry, gens []uint32)
+	// fire is what fireAll runs for an entry: its owner's due in
+	// production, replaced in the wheel's tests.
+	fire func(e *wheelEntry, gen uint32)
+}
+
+// fireBatch is the fires of one tick, taken in turn by the goroutines
+// fireAll starts.
+type fireBatch struct {
+	due  []*wheelEntry
+	gens []uint32
+	next atomic.Int32 // the index of the next fire to take
+	// seen is next as watchLocked found it at the previous tick; guarded
+	// by the wheel's mu.
+	seen int32
 }
 
 func newWheel(c clock) *wheel {
@@ -112,6 +129,7 @@ func newWheel(c clock) *wheel {
 		w.slots[i].prev, w.slots[i].next = &w.slots[i], &w.slots[i]
 	}
 	w.dispatch = w.fireAll
+	w.fire = func(e *wheelEntry, gen uint32) { e.owner.due(gen) }
 	return w
 }
 
@@ -255,8 +273,12 @@ func (w *wheel) advance() {
 			e = next
 		}
 	}
-	if w.n == 0 {
-		w.running = false // nothing waits: stop ticking until the next schedule
+	w.watchLocked()
+	// Nothing waits, and no batch of fires needs watching (fireAll adds
+	// this tick's, after the lock, if it has more fires than goroutines):
+	// stop ticking until the next schedule.
+	if w.n == 0 && len(w.batches) == 0 && len(due) <= maxFireGoroutines {
+		w.running = false
 	} else {
 		w.timer.Reset(wheelTick - now%wheelTick)
 	}
@@ -266,36 +288,78 @@ func (w *wheel) advance() {
 	}
 }
 
-// maxFireGoroutines bounds the goroutines that send the 102s due in one
-// tick. A goroutine per 102 would start as many as there are requests
-// whose 102s fall due together (all of them, for requests that started
-// together), and the runtime keeps every goroutine's descriptor for the
-// life of the process.
+// maxFireGoroutines is how many goroutines fireAll starts for the 102s due
+// in one tick, and how many more watchLocked starts at a time. A goroutine
+// per 102 would start as many as there are requests whose 102s fall due
+// together (all of them, for requests that started together), and the
+// runtime keeps every goroutine's descriptor for the life of the process.
 const maxFireGoroutines = 64
 
 // fireAll sends the 102s due in one tick off the wheel's goroutine, on up
 // to maxFireGoroutines goroutines that each take the next due entry until
-// none is left. A write blocked on one client (HTTP/1.1 flushes every 1xx;
-// an HTTP/2 connection may be stuck behind a large download) holds up only
-// its own goroutine while the others carry on, so it holds back no other
-// request unless maxFireGoroutines writes block at once. The fires of one
-// tick run concurrently.
+// none is left. A write blocked on one client holds up only the goroutine
+// making it: HTTP/1.1 flushes every 1xx, so a client that stops reading
+// blocks it once its socket buffer is full, and x/net's WriteHeader for an
+// HTTP/2 1xx waits until the connection's writer has written the frame,
+// which a connection whose client stopped reading never does. Every stream
+// of such a connection blocks its goroutine, and a client may hold more
+// streams than maxFireGoroutines: watchLocked then starts more goroutines
+// for the rest of the tick's fires.
 func (w *wheel) fireAll(due []*wheelEntry, gens []uint32) {
-	var next atomic.Int32
-	for range min(len(due), maxFireGoroutines) {
-		go func() {
-			for {
-				i := int(next.Add(1)) - 1
-				if i >= len(due) {
-					return
-				}
-				if w.startFire(due[i], gens[i]) {
-					due[i].owner.due(gens[i])
-					w.fired(due[i])
-				}
-			}
-		}()
+	// seen starts below any index: the first watch only takes note.
+	b := &fireBatch{due: due, gens: gens, seen: -1}
+	n := min(len(due), maxFireGoroutines)
+	if n < len(due) {
+		// Only a batch with more fires than goroutines can be held up.
+		w.mu.Lock()
+		w.batches = append(w.batches, b)
+		w.mu.Unlock()
 	}
+	for range n {
+		go w.fireFrom(b)
+	}
+}
+
+// fireFrom runs b's fires, taking the next one until none is left.
+func (w *wheel) fireFrom(b *fireBatch) {
+	for {
+		i := int(b.next.Add(1)) - 1
+		if i >= len(b.due) {
+			return
+		}
+		if e, gen := b.due[i], b.gens[i]; w.startFire(e, gen) {
+			w.fire(e, gen)
+			w.fired(e)
+		}
+	}
+}
+
+// watchLocked runs at every tick. A batch of which no goroutine took a
+// fire for a whole tick has every goroutine blocked in a write (or the
+// process is starved of CPU): it gets maxFireGoroutines more. So a client
+// that stops reading, with any number of streams, holds back another
+// request's 102 by about a tick for every maxFireGoroutines of its
+// streams due in the same tick, and the goroutines started never
+// outnumber the blocked writes by more than maxFireGoroutines per batch.
+// A batch whose fires are all taken is let go; its goroutines end with
+// their last fire.
+func (w *wheel) watchLocked() {
+	kept := w.batches[:0]
+	for _, b := range w.batches {
+		taken := b.next.Load()
+		if int(taken) >= len(b.due) {
+			continue
+		}
+		if taken == b.seen {
+			for range min(len(b.due)-int(taken), maxFireGoroutines) {
+				go w.fireFrom(b)
+			}
+		}
+		b.seen = taken
+		kept = append(kept, b)
+	}
+	clear(w.batches[len(kept):])
+	w.batches = kept
 }
 
 // wheels holds the process's one wheel, shared by every handler of every

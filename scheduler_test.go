@@ -403,3 +403,67 @@ http://127.0.0.1:{PORT} {
 	}
 	wg.Wait()
 }
+
+// TestBlockedFiresHoldBackNoOtherFire: more fires due in one tick than
+// fireAll starts goroutines for, each blocked as a 102 to a stalled client
+// blocks (every stream of an HTTP/2 connection whose client stopped
+// reading), and one fire behind them. Once no goroutine has taken a fire
+// for a whole tick, the wheel starts more, and the last fire runs while
+// the others are still blocked. Releasing them ends every goroutine.
+func TestBlockedFiresHoldBackNoOtherFire(t *testing.T) {
+	c := &fakeClock{t: 1000 * time.Millisecond}
+	w := newWheel(c)
+	const stalled = 2*maxFireGoroutines + 10
+	release := make(chan struct{})
+	var blocked, running sync.WaitGroup
+	var other *wheelEntry
+	otherFired := make(chan struct{})
+	blocked.Add(stalled)
+	w.fire = func(e *wheelEntry, _ uint32) {
+		if e == other {
+			close(otherFired)
+			return
+		}
+		running.Add(1)
+		defer running.Done()
+		blocked.Done()
+		<-release
+	}
+	at := c.now() + 5*time.Millisecond
+	for range stalled {
+		w.schedule(new(wheelEntry), at)
+	}
+	other = new(wheelEntry)
+	w.schedule(other, at)
+
+	c.advance(5 * time.Millisecond)
+	// A tick in which the first goroutines take their fires and block,
+	// then one in which none took another: the ticks start more, until
+	// every stalled fire is blocked and the other one has run.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		select {
+		case <-otherFired:
+		default:
+			if time.Now().After(deadline) {
+				t.Fatalf("the fire behind %d blocked ones never ran", stalled)
+			}
+			time.Sleep(time.Millisecond) // let the started goroutines take their fires
+			c.advance(wheelTick)
+			continue
+		}
+		break
+	}
+	blocked.Wait() // every stalled fire got a goroutine of its own
+	w.mu.Lock()
+	batches := len(w.batches)
+	w.mu.Unlock()
+	close(release)
+	running.Wait()
+	c.advance(wheelTick) // lets the finished batch go
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if batches > 1 || len(w.batches) != 0 || w.running {
+		t.Fatalf("batches watched: %d while blocked (want at most 1), %d after (want 0); ticking %v", batches, len(w.batches), w.running)
+	}
+}
