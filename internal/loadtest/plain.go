@@ -61,6 +61,7 @@ func startPlain(c scaleConfig, port int, interims bool) (stop func(), err error)
 	protocols.SetHTTP1(true)
 	protocols.SetUnencryptedHTTP2(true)
 	srv.Protocols = &protocols
+	//lint:ignore SA1019 deprecated in favour of net/http's own HTTP/2, but Caddy v2.11.9 still serves h2c through it (modules/caddyhttp/app.go), and this floor is Caddy's.
 	if err := http2.ConfigureServer(srv, &http2.Server{}); err != nil {
 		l.Close()
 		return nil, err
