@@ -142,18 +142,7 @@ func (w *wheel) schedule(e *wheelEntry, at time.Duration) uint32 {
 	if e.prev != nil {
 		w.unlinkLocked(e)
 	}
-	if !w.running {
-		// The wheel was idle and its cursor stale: catch it up to now.
-		// This is the only clock read of an insert, and it happens only
-		// when nothing else waits.
-		w.cursor = int64(w.clock.now() / wheelTick)
-		w.running = true
-		if w.timer == nil {
-			w.timer = w.clock.afterFunc(wheelTick, w.advance)
-		} else {
-			w.timer.Reset(wheelTick)
-		}
-	}
+	w.startLocked()
 	if tick <= w.cursor {
 		tick = w.cursor + 1
 	}
@@ -167,6 +156,22 @@ func (w *wheel) schedule(e *wheelEntry, at time.Duration) uint32 {
 	gen := e.gen
 	w.mu.Unlock()
 	return gen
+}
+
+// startLocked makes an idle wheel tick again. The wheel was idle and its
+// cursor stale: it catches up to now. This is the only clock read of an
+// insert, and it happens only when nothing else waits.
+func (w *wheel) startLocked() {
+	if w.running {
+		return
+	}
+	w.cursor = int64(w.clock.now() / wheelTick)
+	w.running = true
+	if w.timer == nil {
+		w.timer = w.clock.afterFunc(wheelTick, w.advance)
+	} else {
+		w.timer.Reset(wheelTick)
+	}
 }
 
 // cancel takes e off the wheel, and out of the queue of a tick's fires if
@@ -274,10 +279,10 @@ func (w *wheel) advance() {
 		}
 	}
 	w.watchLocked()
-	// Nothing waits, and no batch of fires needs watching (fireAll adds
-	// this tick's, after the lock, if it has more fires than goroutines):
-	// stop ticking until the next schedule.
-	if w.n == 0 && len(w.batches) == 0 && len(due) <= maxFireGoroutines {
+	if w.n == 0 && len(w.batches) == 0 {
+		// Nothing waits and no batch of fires needs watching: stop
+		// ticking until the next schedule, or until fireAll adds this
+		// tick's batch.
 		w.running = false
 	} else {
 		w.timer.Reset(wheelTick - now%wheelTick)
@@ -311,8 +316,10 @@ func (w *wheel) fireAll(due []*wheelEntry, gens []uint32) {
 	n := min(len(due), maxFireGoroutines)
 	if n < len(due) {
 		// Only a batch with more fires than goroutines can be held up.
+		// The wheel ticks while it has one to watch.
 		w.mu.Lock()
 		w.batches = append(w.batches, b)
+		w.startLocked()
 		w.mu.Unlock()
 	}
 	for range n {
