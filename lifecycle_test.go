@@ -7,10 +7,12 @@ package processing
 // the writer (FACTS-1xx.md, "Lifecycle").
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"path/filepath"
@@ -20,6 +22,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 )
 
 // stuckListener returns the address of a loopback listener whose accept
@@ -441,4 +446,201 @@ http://127.0.0.1:{PORT} {
 		t.Fatalf("the other request got %d 102s in 400 ms at a 2 ms interval while another client stalled", n)
 	}
 	stalled.Close()
+}
+
+// TestStalledHTTP2ClientHoldsBackNoOtherRequest: an h2c client that stops
+// reading, behind a download that filled its socket, with 100 streams
+// waiting for 102s. x/net's WriteHeader for a 1xx waits until the
+// connection's writer has written the frame, so each of those 102s blocks
+// the goroutine sending it, more of them than fireAll starts for a tick.
+// The test stops the wheel's clock while every request arrives, so that
+// all their first 102s fall due in the one tick that catches up, the
+// others' behind the blocked ones. Every other request must still get its
+// 102 (before the watch, none of them did).
+func TestStalledHTTP2ClientHoldsBackNoOtherRequest(t *testing.T) {
+	const stalledStreams, others = 100, 30
+	release := make(chan struct{})
+	setBehaviour(t, "stall", func(w http.ResponseWriter, r *http.Request) error {
+		if r.URL.Path == "/endless" {
+			chunk := make([]byte, 32<<10)
+			for {
+				if _, err := w.Write(chunk); err != nil {
+					return err
+				}
+			}
+		}
+		select {
+		case <-release:
+		case <-r.Context().Done():
+			return r.Context().Err()
+		}
+		_, err := io.WriteString(w, "done")
+		return err
+	})
+	port, _ := startCaddy(t, `
+http://127.0.0.1:{PORT} {
+	processing {
+		delay 100ms
+		interval 1s
+	}
+	test_work stall
+}
+`)
+	stalled := dialStalledH2C(t, loopback(port))
+	defer stalled.Close()
+	// Stream 1 downloads the endless body; windows wide open, the server
+	// sends until its socket is full, and its frame writer blocks.
+	stalled.request(t, 1, "/endless")
+	eventually(t, "the stalled connection's frame writer blocked on the socket", func() bool {
+		return countStacks("(*serverConn).writeFrameAsync", "poll.(*FD).Write") > 0
+	})
+
+	// Stop the wheel's time: requests are listed, none falls due.
+	wh, err := acquireWheel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer releaseWheel()
+	setClock := func(c clock) {
+		wh.mu.Lock()
+		wh.clock = c
+		wh.mu.Unlock()
+	}
+	setClock(stoppedClock{monoClock{}.now()})
+	defer setClock(monoClock{})
+	for i := range stalledStreams {
+		stalled.request(t, uint32(3+2*i), "/stalled")
+	}
+	// The others start a grid step (25 ms at this interval) later, so that
+	// their 102s come after the stalled ones in the tick that takes them.
+	eventually(t, "the stalled streams listed on the wheel", func() bool {
+		wh.mu.Lock()
+		defer wh.mu.Unlock()
+		return wh.n >= stalledStreams
+	})
+	time.Sleep(30 * time.Millisecond)
+	client := h2cClient()
+	results := make([]*seen, others)
+	errs := make([]error, others)
+	var wg sync.WaitGroup
+	for i := range others {
+		wg.Go(func() {
+			req, _ := http.NewRequest(http.MethodGet, fmt.Sprintf("http://%s/other/%d", loopback(port), i), nil)
+			results[i], errs[i] = tracedDo(t, client, req)
+		})
+	}
+	eventually(t, "every request listed on the wheel", func() bool {
+		wh.mu.Lock()
+		defer wh.mu.Unlock()
+		return wh.n >= stalledStreams+others
+	})
+	time.Sleep(200 * time.Millisecond) // every first 102 (100 ms) is now overdue
+	setClock(monoClock{})              // the next tick catches up and takes them all
+
+	eventually(t, "the stalled streams' 102s blocked in x/net", func() bool {
+		return countStacks("(*interimWriter).due", "(*serverConn).writeHeaders") >= maxFireGoroutines
+	})
+	time.Sleep(time.Second) // the others' 102s, if nothing holds them back
+	close(release)
+	wg.Wait()
+	without := 0
+	for i, s := range results {
+		if errs[i] != nil {
+			t.Fatalf("request %d: %v", i, errs[i])
+		}
+		if s.Status != http.StatusOK || string(s.Body) != "done" {
+			t.Fatalf("request %d: %d %q", i, s.Status, s.Body)
+		}
+		if s.count(http.StatusProcessing) == 0 {
+			without++
+		}
+	}
+	if without > 0 {
+		t.Fatalf("%d of %d requests got no 102 while a client that stopped reading had %d streams waiting", without, others, stalledStreams)
+	}
+	stalled.Close()
+	eventually(t, "the stalled streams' handlers ended", func() bool {
+		return countStacks("(*interimWriter).due") == 0 && countStacks("testWork).ServeHTTP") == 0
+	})
+}
+
+// stoppedClock is a clock whose time stands still; its timers are real.
+type stoppedClock struct{ t time.Duration }
+
+func (c stoppedClock) now() time.Duration { return c.t }
+
+func (stoppedClock) afterFunc(d time.Duration, f func()) clockTimer {
+	return monoClock{}.afterFunc(d, f)
+}
+
+// countStacks counts the goroutines whose stack holds every one of parts.
+func countStacks(parts ...string) int {
+	n := 0
+	for _, g := range strings.Split(allStacks(), "\n\n") {
+		all := true
+		for _, p := range parts {
+			if !strings.Contains(g, p) {
+				all = false
+				break
+			}
+		}
+		if all {
+			n++
+		}
+	}
+	return n
+}
+
+// stalledH2C is an h2c connection whose client never reads: a receive
+// buffer of 4 KiB, set before connect (tcp(7): the window scale is fixed
+// at the SYN), and flow-control windows opened wide, so that the server
+// writes until its socket is full instead of stopping on flow control,
+// which would block no write.
+type stalledH2C struct {
+	net.Conn
+	fr   *http2.Framer
+	hbuf bytes.Buffer
+	enc  *hpack.Encoder
+}
+
+func dialStalledH2C(t *testing.T, address string) *stalledH2C {
+	t.Helper()
+	d := net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		err := c.Control(func(fd uintptr) {
+			serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
+		})
+		if err != nil {
+			return err
+		}
+		return serr
+	}}
+	conn, err := d.Dial("tcp", address)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &stalledH2C{Conn: conn, fr: http2.NewFramer(conn, nil)}
+	s.enc = hpack.NewEncoder(&s.hbuf)
+	if _, err := io.WriteString(conn, http2.ClientPreface); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: math.MaxInt32}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.fr.WriteWindowUpdate(0, math.MaxInt32-65535); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// request opens stream id with a GET of path.
+func (s *stalledH2C) request(t *testing.T, id uint32, path string) {
+	t.Helper()
+	s.hbuf.Reset()
+	for _, f := range [][2]string{{":method", "GET"}, {":scheme", "http"}, {":path", path}, {":authority", "127.0.0.1"}} {
+		_ = s.enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+	}
+	if err := s.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: s.hbuf.Bytes(), EndStream: true, EndHeaders: true}); err != nil {
+		t.Fatal(err)
+	}
 }
