@@ -23,6 +23,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 )
@@ -390,15 +391,7 @@ http://127.0.0.1:{PORT} {
 // own, off the wheel's: another request's 102s keep coming meanwhile.
 func TestStalledClientHoldsBackNoOtherRequest(t *testing.T) {
 	release := make(chan struct{})
-	setBehaviour(t, "hold", func(w http.ResponseWriter, r *http.Request) error {
-		select {
-		case <-release:
-		case <-r.Context().Done():
-			return r.Context().Err()
-		}
-		_, err := io.WriteString(w, "done")
-		return err
-	})
+	setBehaviour(t, "hold", holdUntil(release))
 	port, _ := startCaddy(t, `
 http://127.0.0.1:{PORT} {
 	processing 2ms {
@@ -408,17 +401,7 @@ http://127.0.0.1:{PORT} {
 }
 `)
 	// The stalled client: a small receive buffer, and it never reads.
-	d := net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
-		var serr error
-		err := c.Control(func(fd uintptr) {
-			serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
-		})
-		if err != nil {
-			return err
-		}
-		return serr
-	}}
-	stalled, err := d.Dial("tcp", loopback(port))
+	stalled, err := stallingDialer.Dial("tcp", loopback(port))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -427,12 +410,7 @@ http://127.0.0.1:{PORT} {
 	}
 	// Wait until a 102 of the stalled request is blocked in its write.
 	eventually(t, "a 102 blocked on the stalled client", func() bool {
-		for _, g := range strings.Split(allStacks(), "\n\n") {
-			if strings.Contains(g, "(*interimWriter).due") && strings.Contains(g, "poll.(*FD).Write") {
-				return true
-			}
-		}
-		return false
+		return countStacks("(*interimWriter).due", "poll.(*FD).Write") > 0
 	})
 
 	time.AfterFunc(400*time.Millisecond, func() { close(release) })
@@ -460,6 +438,7 @@ http://127.0.0.1:{PORT} {
 func TestStalledHTTP2ClientHoldsBackNoOtherRequest(t *testing.T) {
 	const stalledStreams, others = 100, 30
 	release := make(chan struct{})
+	hold := holdUntil(release)
 	setBehaviour(t, "stall", func(w http.ResponseWriter, r *http.Request) error {
 		if r.URL.Path == "/endless" {
 			chunk := make([]byte, 32<<10)
@@ -469,13 +448,7 @@ func TestStalledHTTP2ClientHoldsBackNoOtherRequest(t *testing.T) {
 				}
 			}
 		}
-		select {
-		case <-release:
-		case <-r.Context().Done():
-			return r.Context().Err()
-		}
-		_, err := io.WriteString(w, "done")
-		return err
+		return hold(w, r)
 	})
 	port, _ := startCaddy(t, `
 http://127.0.0.1:{PORT} {
@@ -591,9 +564,37 @@ func countStacks(parts ...string) int {
 	return n
 }
 
-// stalledH2C is an h2c connection whose client never reads: a receive
-// buffer of 4 KiB, set before connect (tcp(7): the window scale is fixed
-// at the SYN), and flow-control windows opened wide, so that the server
+// stallingDialer dials with a receive buffer of 4 KiB, set before connect
+// (tcp(7): the window scale is fixed at the SYN), for clients that stop
+// reading: the server's writes to them block once the small buffers are
+// full.
+var stallingDialer = net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
+	var serr error
+	err := c.Control(func(fd uintptr) {
+		serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
+	})
+	if err != nil {
+		return err
+	}
+	return serr
+}}
+
+// holdUntil is a next handler that answers "done" once release is closed,
+// or gives up when the client goes.
+func holdUntil(release <-chan struct{}) caddyhttp.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+			return r.Context().Err()
+		}
+		_, err := io.WriteString(w, "done")
+		return err
+	}
+}
+
+// stalledH2C is an h2c connection whose client never reads (see
+// stallingDialer), with flow-control windows opened wide, so that the server
 // writes until its socket is full instead of stopping on flow control,
 // which would block no write.
 type stalledH2C struct {
@@ -605,17 +606,7 @@ type stalledH2C struct {
 
 func dialStalledH2C(t *testing.T, address string) *stalledH2C {
 	t.Helper()
-	d := net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
-		var serr error
-		err := c.Control(func(fd uintptr) {
-			serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
-		})
-		if err != nil {
-			return err
-		}
-		return serr
-	}}
-	conn, err := d.Dial("tcp", address)
+	conn, err := stallingDialer.Dial("tcp", address)
 	if err != nil {
 		t.Fatal(err)
 	}

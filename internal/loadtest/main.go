@@ -120,7 +120,11 @@ func main() {
 			if err != nil {
 				break
 			}
-			report[*mode+"_"+p] = reps
+			key := "scale_"
+			if *mode == "xfloor" {
+				key = "xfloor_"
+			}
+			report[key+p] = reps
 		}
 		if *mode == "stall" {
 			var r *stallReport
