@@ -85,6 +85,9 @@ const (
 
 // wheel is the scheduler.
 type wheel struct {
+	// clock is read only under mu (advance, startLocked), so that a test
+	// may stop it under mu on the live wheel
+	// (TestStalledHTTP2ClientHoldsBackNoOtherRequest).
 	clock clock
 
 	// mu guards everything below. Lock order: a writer's mu, then this.
