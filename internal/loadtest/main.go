@@ -52,6 +52,7 @@ func main() {
 		rpsSim     = flag.Int("rps-simultaneous", 6, "rps: rounds that load both sides at once")
 		rpsTime    = flag.Duration("rps-duration", 4*time.Second, "rps: length of one run")
 		rpsConns   = flag.Int("rps-conns", 50, "rps: client connections")
+		rpsOthers  = flag.String("rps-sides", "", "rps: comma-separated sites to run in every round besides with and without: aa (a second site without the module, to calibrate) and floor (the fast-path floor of issue 8's rule, floormod.go)")
 		n          = flag.Int("n", 10000, "scale: concurrent requests")
 		holdFor    = flag.Duration("hold", 30*time.Second, "scale: how long the server holds each request")
 		delay      = flag.Duration("delay", time.Second, "scale: processing delay")
@@ -97,7 +98,11 @@ func main() {
 	for _, p := range strings.Split(*protos, ",") {
 		if *mode == "rps" || *mode == "all" {
 			var r *rpsReport
-			r, err = runRPS(p, *rpsRounds, *rpsSim, *rpsTime, *rpsConns)
+			var others []string
+			if *rpsOthers != "" {
+				others = strings.Split(*rpsOthers, ",")
+			}
+			r, err = runRPS(p, *rpsRounds, *rpsSim, *rpsTime, *rpsConns, others)
 			if err != nil {
 				break
 			}

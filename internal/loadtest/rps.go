@@ -24,6 +24,27 @@ type rpsRound struct {
 	WithCPU    time.Duration `json:"with_cpu_per_request,omitempty"`
 	WithoutCPU time.Duration `json:"without_cpu_per_request,omitempty"`
 	CPURatio   float64       `json:"cpu_ratio,omitempty"`
+	// Others are the round's figures for the sides other than with
+	// (-rps-sides), each against the same round's without.
+	Others map[string]rpsSide `json:"others,omitempty"`
+}
+
+// rpsSide is one side's figures in a round, against that round's without.
+type rpsSide struct {
+	Rate     float64       `json:"rate"`
+	Ratio    float64       `json:"ratio"`
+	CPU      time.Duration `json:"cpu_per_request"`
+	CPURatio float64       `json:"cpu_ratio"`
+}
+
+// rpsSides are the sites an rps run may compare with the site without the
+// module, besides the one with it: "aa", a second site without the module,
+// whose ratio calibrates the method (an A/A run: any distance from 1 is
+// the noise of the machine and of the method), and "floor", a site with
+// the fast-path floor of any design that follows issue 8 (floormod.go).
+var rpsSides = map[string]string{
+	"aa":    "",
+	"floor": "loadtest_floor\n\t",
 }
 
 type rpsReport struct {
@@ -37,10 +58,17 @@ type rpsReport struct {
 	TotalRatio  float64 `json:"total_ratio"`
 	// MedianCPURatio is the median of the rounds' CPU ratios.
 	MedianCPURatio float64 `json:"median_cpu_ratio"`
+	// OtherMedians are the medians of the other sides' ratios.
+	OtherMedians map[string]rpsMedians `json:"other_medians,omitempty"`
 	// Simultaneous rounds load both sides at once (see runRPS).
 	Simultaneous       []rpsRound `json:"simultaneous"`
 	SimultaneousMedian float64    `json:"simultaneous_median_ratio"`
 	LoadAvg            string     `json:"loadavg"`
+}
+
+type rpsMedians struct {
+	Ratio    float64 `json:"median_ratio"`
+	CPURatio float64 `json:"median_cpu_ratio"`
 }
 
 var (
@@ -53,7 +81,7 @@ var (
 // `processing` line, then runs the load tool against each in turn. The
 // order swaps every round (with first, then without first), so that a
 // drift in the machine's load favours neither.
-func runRPS(proto string, rounds, simultaneous int, length time.Duration, conns int) (*rpsReport, error) {
+func runRPS(proto string, rounds, simultaneous int, length time.Duration, conns int, others []string) (*rpsReport, error) {
 	withPort, err := freePort()
 	if err != nil {
 		return nil, err
@@ -71,6 +99,17 @@ http://127.0.0.1:%d {
 	respond "hello"
 }
 `, withPort, withoutPort)
+	otherPorts := make([]int, len(others))
+	for i, name := range others {
+		lines, ok := rpsSides[name]
+		if !ok {
+			return nil, fmt.Errorf("-rps-sides: unknown side %q", name)
+		}
+		if otherPorts[i], err = freePort(); err != nil {
+			return nil, err
+		}
+		sites += fmt.Sprintf("http://127.0.0.1:%d {\n\t%srespond \"hello\"\n}\n", otherPorts[i], lines)
+	}
 	if err := loadCaddy(sites); err != nil {
 		return nil, err
 	}
@@ -87,51 +126,69 @@ http://127.0.0.1:%d {
 		// -m 10: ten streams in flight per connection, as a browser would.
 		return measure(exec.Command("h2load", "-t", "1", "-c", strconv.Itoa(conns), "-m", "10", "-D", secs, url), h2loadRate)
 	}
+	// Every site in turn: without, with, then the others.
+	names := append([]string{"without", "with"}, others...)
+	ports := append([]int{withoutPort, withPort}, otherPorts...)
 	// A short warm-up of each side: connection setup, pools, caches.
-	for _, p := range []int{withPort, withoutPort} {
+	for _, p := range ports {
 		if _, err := runShort(proto, p); err != nil {
 			return nil, err
 		}
 	}
 	var sumWith, sumWithout float64
 	for i := range rounds {
-		order := []bool{true, false}
-		if i%2 == 1 {
-			order = []bool{false, true}
-		}
-		var r rpsRound
-		for _, with := range order {
-			port := withoutPort
-			if with {
-				port = withPort
-			}
+		// The order rotates every round, so that a drift in the
+		// machine's load favours no side.
+		rates := make([]float64, len(ports))
+		cpus := make([]time.Duration, len(ports))
+		for k := range ports {
+			j := (i + k) % len(ports)
 			stopProfile := func() {}
-			if with && profilePath != "" && i == 0 {
+			if names[j] == "with" && profilePath != "" && i == 0 {
 				var err error
 				if stopProfile, err = startProfile(profilePath + "." + proto + ".rps"); err != nil {
 					return nil, err
 				}
 			}
 			cpu0 := cpuTime()
-			rate, err := run(port, conns)
+			rate, err := run(ports[j], conns)
 			stopProfile()
 			if err != nil {
 				return nil, err
 			}
-			perReq := time.Duration(float64(cpuTime()-cpu0) / (rate * length.Seconds()))
-			if with {
-				r.With, r.WithCPU = rate, perReq
-			} else {
-				r.Without, r.WithoutCPU = rate, perReq
-			}
+			rates[j] = rate
+			cpus[j] = time.Duration(float64(cpuTime()-cpu0) / (rate * length.Seconds()))
 		}
+		r := rpsRound{With: rates[1], Without: rates[0], WithCPU: cpus[1], WithoutCPU: cpus[0]}
 		r.Ratio = r.With / r.Without
 		r.CPURatio = float64(r.WithoutCPU) / float64(r.WithCPU)
+		line := ""
+		for j := 2; j < len(ports); j++ {
+			if r.Others == nil {
+				r.Others = map[string]rpsSide{}
+			}
+			side := rpsSide{Rate: rates[j], Ratio: rates[j] / rates[0], CPU: cpus[j], CPURatio: float64(cpus[0]) / float64(cpus[j])}
+			r.Others[names[j]] = side
+			line += fmt.Sprintf("; %s %.0f req/s, ratio %.4f, CPU per request %v, ratio %.4f", names[j], side.Rate, side.Ratio, side.CPU, side.CPURatio)
+		}
 		sumWith += r.With
 		sumWithout += r.Without
 		rep.Rounds = append(rep.Rounds, r)
-		logf.Printf("rps %s round %d: with %.0f req/s, without %.0f req/s, ratio %.4f; server CPU per request with %v, without %v, ratio %.4f",
-			proto, i+1, r.With, r.Without, r.Ratio, r.WithCPU, r.WithoutCPU, r.CPURatio)
+		logf.Printf("rps %s round %d: with %.0f req/s, without %.0f req/s, ratio %.4f; server CPU per request with %v, without %v, ratio %.4f%s",
+			proto, i+1, r.With, r.Without, r.Ratio, r.WithCPU, r.WithoutCPU, r.CPURatio, line)
+	}
+	for _, name := range others {
+		ratios := make([]rpsRound, len(rep.Rounds))
+		cpuRatios := make([]rpsRound, len(rep.Rounds))
+		for i, r := range rep.Rounds {
+			ratios[i].Ratio, cpuRatios[i].Ratio = r.Others[name].Ratio, r.Others[name].CPURatio
+		}
+		if rep.OtherMedians == nil {
+			rep.OtherMedians = map[string]rpsMedians{}
+		}
+		m := rpsMedians{Ratio: medianRatio(ratios), CPURatio: medianRatio(cpuRatios)}
+		rep.OtherMedians[name] = m
+		logf.Printf("rps %s (%s): %s against without: median ratio %.4f, median CPU ratio %.4f", proto, rep.Tool, name, m.Ratio, m.CPURatio)
 	}
 	// Simultaneous rounds: both sides under load at once, by two clients
 	// with half the connections each. Both see exactly the same noise
