@@ -24,7 +24,7 @@ const (
 	// Alt-Svc; no 102 has gone out and the next handler has not asked for
 	// a map.
 	fieldsInReal fieldsWhere = iota
-	// fieldsStashed: a 102 moved them (two at most) into the writer's
+	// fieldsStashed: a 102 moved them (Server and Alt-Svc at most) into the writer's
 	// inline stash; the next handler has not asked for a map yet.
 	fieldsStashed
 	// fieldsHeld: in held, the map the next handler has (or will get at
@@ -65,7 +65,7 @@ func (w *interimWriter) handOutLocked() http.Header {
 		w.held = make(http.Header, len(w.realHeader)+4)
 		moveHeader(w.held, w.realHeader)
 	case fieldsStashed:
-		w.held = make(http.Header, len(w.stash.keys)+4)
+		w.held = make(http.Header, len(w.stash.values)+4)
 		w.stash.moveTo(w.held)
 	}
 	w.where = fieldsHeld
@@ -116,42 +116,53 @@ func (w *interimWriter) writeInterimLocked(to http.ResponseWriter, code int) {
 // the header map for a 1xx (see writeInterimLocked).
 var forceHeaderClone = []string{"chunked"}
 
-// fieldStash holds the few header fields of a request whose real map was
-// emptied for a 102 before the next handler asked for a map: those Caddy's
-// server sets before any handler (Server, and Alt-Svc with HTTP/3), each
-// with one value. A field is kept as a pointer to its value's backing
-// array rather than a slice: 8 bytes instead of 24, in a struct every
-// waiting request carries (issue 9 bounds that at 256 bytes).
+// fieldStash holds the header fields of a request whose real map was
+// emptied for a 102 before the next handler asked for a map, when they are
+// only those Caddy's server sets before any handler (stashable): Server,
+// and Alt-Svc with HTTP/3, each with one value. A field is kept as the
+// index of its name and a pointer to its value's backing array: 9 bytes
+// instead of the 40 of a name and a slice, in a struct every waiting
+// request carries (issue 9 bounds that at 256 bytes). Any other field
+// makes the request take a map of its own instead.
 type fieldStash struct {
-	keys   [2]string // "" where unused
-	values [2]*[1]string
+	values [len(stashable)]*[1]string // nil where unused
 }
+
+// stashable are the names a fieldStash holds, in canonical form, as
+// Caddy's server sets them (caddyhttp.Server.ServeHTTP).
+var stashable = [...]string{"Server", "Alt-Svc"}
 
 // take moves every field of h into the stash if they fit.
 func (s *fieldStash) take(h http.Header) bool {
-	if len(h) > len(s.keys) {
-		return false
-	}
-	for _, v := range h {
-		if len(v) != 1 {
+	for k, v := range h {
+		if len(v) != 1 || stashIndex(k) < 0 {
 			return false
 		}
 	}
-	i := 0
 	for k, v := range h {
-		s.keys[i], s.values[i] = k, (*[1]string)(v)
-		i++
+		s.values[stashIndex(k)] = (*[1]string)(v)
 	}
 	clear(h)
 	return true
 }
 
+// stashIndex is the index of name in stashable, or -1.
+func stashIndex(name string) int {
+	switch name {
+	case stashable[0]:
+		return 0
+	case stashable[1]:
+		return 1
+	}
+	return -1
+}
+
 // copyTo adds the stashed fields to h. A value comes back as a slice of
 // length and capacity 1 over the same array; an append to it copies.
 func (s *fieldStash) copyTo(h http.Header) {
-	for i, k := range s.keys {
-		if k != "" {
-			h[k] = s.values[i][:]
+	for i, v := range s.values {
+		if v != nil {
+			h[stashable[i]] = v[:]
 		}
 	}
 }

@@ -503,6 +503,67 @@ http://127.0.0.1:{PORT} {
 	})
 }
 
+// TestOtherFieldsSetBeforeTheModule: the writer's stash holds only the
+// fields Caddy's server sets (Server, Alt-Svc). A field that a handler
+// before the module set makes the request move them all to a map of its
+// own for its 102s instead; they still stay out of every 102, reach the
+// final response, and the next handler can delete them.
+func TestOtherFieldsSetBeforeTheModule(t *testing.T) {
+	setBehaviour(t, "keeps", func(w http.ResponseWriter, r *http.Request) error {
+		time.Sleep(250 * time.Millisecond)
+		_, err := io.WriteString(w, "body")
+		return err
+	})
+	setBehaviour(t, "deletes", func(w http.ResponseWriter, r *http.Request) error {
+		time.Sleep(250 * time.Millisecond)
+		w.Header().Del("X-Before")
+		w.Header().Del("Server")
+		_, err := io.WriteString(w, "body")
+		return err
+	})
+	port, tlsPort := startCaddy(t, protocolSites(`
+	route {
+		header X-Before yes
+		processing 50ms
+		handle /keeps {
+			test_work keeps
+		}
+		handle /deletes {
+			test_work deletes
+		}
+	}
+`))
+	check := func(t *testing.T, path string, interims int, h http.Header) {
+		t.Helper()
+		want := map[string]string{"/keeps": "yes", "/deletes": ""}[path]
+		if interims < 2 || h.Get("X-Before") != want || (h.Get("Server") == "Caddy") != (want != "") {
+			t.Fatalf("%d interims, final header %v", interims, h)
+		}
+	}
+	for _, path := range []string{"/keeps", "/deletes"} {
+		t.Run(path, func(t *testing.T) {
+			res := rawRequest(t, loopback(port), rawGet(path))
+			for _, in := range res.Interims {
+				if in.Raw != bareProcessing {
+					t.Fatalf("interim %q", in.Raw)
+				}
+			}
+			check(t, path, len(res.Interims), res.Header)
+			req, _ := http.NewRequest("GET", fmt.Sprintf("https://127.0.0.1:%d%s", tlsPort, path), nil)
+			s, err := tracedDo(t, h2Client(), req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, in := range s.Interims {
+				if len(in.Header) != 0 {
+					t.Fatalf("HTTP/2 interim with fields %v", in.Header)
+				}
+			}
+			check(t, path, s.count(102), s.Header)
+		})
+	}
+}
+
 // TestFieldsSetBeforeTheModuleReachTheFinalResponse: Caddy's server sets
 // Server (and Alt-Svc over TLS) before the route runs. The module moves
 // them out of the way of its 102s and must put them back, whether the next

@@ -159,7 +159,7 @@ const (
 type interimWriter struct {
 	// Every waiting request carries one (issue 9 bounds the module's heap
 	// per waiting request at 256 bytes): the fields are ordered so that
-	// the small ones share words, which keeps it in the 192-byte size
+	// the small ones share words, which keeps it in the 160-byte size
 	// class (TestWriterSize).
 
 	// Set by ServeHTTP and begin on the request's goroutine before the
@@ -205,13 +205,14 @@ type interimWriter struct {
 	// count is how many 102s this module sent, the value of the request
 	// variable InterimCountVar. Written under mu, read from anywhere.
 	count interimCount
-	// stateCopy is state, for reads without mu (the ResponseWriter
-	// methods' checks). Written only together with state, under mu.
-	stateCopy atomic.Uint32 // holds a requestState
-	// handedOut is set, under mu, once held was given to the next
-	// handler; read without mu by Header.
-	handedOut atomic.Bool
+	// stateCopy is state, and handedOut once held was given to the next
+	// handler, for reads without mu (the ResponseWriter methods' checks).
+	// Written only under mu, together with state or held.
+	stateCopy atomic.Uint32
 }
+
+// handedOut is the bit of stateCopy above its requestState.
+const handedOut = 1 << 8
 
 // begin arms the first 102. No other goroutine can see the writer yet.
 func (w *interimWriter) begin(r *http.Request, prefer bool) {
@@ -244,7 +245,7 @@ func (w *interimWriter) begin(r *http.Request, prefer bool) {
 
 func (w *interimWriter) setStateLocked(s requestState) {
 	w.state = s
-	w.stateCopy.Store(uint32(s))
+	w.stateCopy.Store(w.stateCopy.Load()&handedOut | uint32(s))
 }
 
 func (w *interimWriter) loadState() requestState {

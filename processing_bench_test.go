@@ -412,6 +412,12 @@ func inFlightHeap(b *testing.B, h *Handler, with bool, n int) float64 {
 			} else {
 				_ = next.ServeHTTP(writers[i], r)
 			}
+			// A server keeps the request until its handler returned
+			// (net/http's conn.serve holds it). Without this, the
+			// request could be collected while it waits without the
+			// module, whose writer keeps it, and its ~1 KB would
+			// count as the module's.
+			runtime.KeepAlive(r)
 		})
 	}
 	waiting.Wait()

@@ -23,13 +23,14 @@ import (
 // its own again: the real one is net/http's (it reads trailers from it),
 // and another response's after the connection moved on.
 func (w *interimWriter) Header() http.Header {
-	switch w.loadState() {
+	c := w.stateCopy.Load()
+	switch requestState(c) {
 	case stateCommitted, stateHijacked:
 		return w.realHeader
 	case stateDone:
 		return http.Header{}
 	}
-	if w.handedOut.Load() {
+	if c&handedOut != 0 {
 		return w.held
 	}
 	w.mu.Lock()
@@ -42,7 +43,7 @@ func (w *interimWriter) Header() http.Header {
 		return w.realHeader
 	}
 	held := w.handOutLocked()
-	w.handedOut.Store(true)
+	w.stateCopy.Store(w.stateCopy.Load() | handedOut)
 	return held
 }
 
