@@ -249,11 +249,16 @@ func (c clientConfig) h1Request(t *tally, at time.Time) {
 	defer conn.Close()
 	_ = conn.SetDeadline(time.Now().Add(c.Timeout))
 	req := "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: loadtest\r\n\r\n"
+	// The time is taken before the write, as for HTTP/2: the server
+	// cannot have the request sooner, so a 102 that comes before this
+	// time plus delay was early. Taken after the write, it would include
+	// any time this goroutine waited to run again, and a client short of
+	// CPU would count 102s as early that were not.
+	sent := time.Now()
 	if _, err := io.WriteString(conn, req); err != nil {
 		t.add(nil, nil, 0, err)
 		return
 	}
-	sent := time.Now()
 	t.markSent()
 	var arrivals []time.Time
 	end := func(err error) {
