@@ -115,6 +115,9 @@ func TestLogsVariableAndMetrics(t *testing.T) {
 	metricsURL := fmt.Sprintf("http://127.0.0.1:%d/metrics", port)
 	sentBefore := metricValue(t, metricsURL, "caddy_http_processing_interim_responses_total", "first")
 	reqsBefore := metricValue(t, metricsURL, "caddy_http_processing_requests_total", "first")
+	const lateness = "caddy_http_processing_interim_lateness_seconds"
+	lateCountBefore := metricValue(t, metricsURL, lateness+"_count", "first")
+	lateSumBefore := metricValue(t, metricsURL, lateness+"_sum", "first")
 
 	for _, path := range []string{"/write", "/nothing"} {
 		res := rawRequest(t, loopback(port), rawGet(path))
@@ -185,6 +188,17 @@ func TestLogsVariableAndMetrics(t *testing.T) {
 	if got := metricValue(t, metricsURL, "caddy_http_processing_interim_responses_total", "second"); got < 3 {
 		t.Errorf("second server interim counter %v, want at least 3", got)
 	}
+	// Each of the six 102s was scheduled (no Prefer: processing), and went
+	// out neither before its time nor seconds after it.
+	if got := metricValue(t, metricsURL, lateness+"_count", "first") - lateCountBefore; got != 6 {
+		t.Errorf("lateness histogram of the first server rose by %v observations, want 6", got)
+	}
+	if got := metricValue(t, metricsURL, lateness+"_sum", "first") - lateSumBefore; got < 0 || got > 6*2.5 {
+		t.Errorf("lateness of the first server's six 102s sums to %vs", got)
+	}
+	if got := metricValue(t, metricsURL, lateness+"_count", "second"); got < 3 {
+		t.Errorf("lateness histogram of the second server has %v observations, want at least 3", got)
+	}
 
 	// Debug log: one line per 102 with its count and elapsed time, and one
 	// at the end with the total.
@@ -217,8 +231,9 @@ func TestLogsVariableAndMetrics(t *testing.T) {
 	}
 
 	// A reload with a changed config neither fails on registering the
-	// counters again nor loses their count.
+	// metrics again nor loses their count.
 	sentBeforeReload := metricValue(t, metricsURL, "caddy_http_processing_interim_responses_total", "first")
+	lateBeforeReload := metricValue(t, metricsURL, lateness+"_count", "first")
 	reloaded := strings.ReplaceAll(strings.ReplaceAll(global+observeConfig(logFile, accessLog, "300ms"),
 		"{PORT}", strconv.Itoa(port)), "{TLSPORT}", strconv.Itoa(port2))
 	if err := loadAgain(adapt(t, reloaded)); err != nil {
@@ -237,6 +252,9 @@ func TestLogsVariableAndMetrics(t *testing.T) {
 	}
 	if got := metricValue(t, metricsURL, "caddy_http_processing_interim_responses_total", "first"); got != sentBeforeReload+2 {
 		t.Errorf("after reload the counter is %v, want %v", got, sentBeforeReload+2)
+	}
+	if got := metricValue(t, metricsURL, lateness+"_count", "first"); got != lateBeforeReload+2 {
+		t.Errorf("after reload the lateness histogram has %v observations, want %v", got, lateBeforeReload+2)
 	}
 }
 

@@ -238,7 +238,7 @@ func (w *interimWriter) begin(r *http.Request, prefer bool) {
 		// gets its first 102 at once, here once the body is read.
 		w.setStateLocked(stateDueAwaitingBody)
 	default:
-		w.sendInterimLocked(w.start)
+		w.sendInterimLocked(w.start, false)
 		w.scheduleLocked(w.start + h.interval)
 	}
 }
@@ -291,7 +291,7 @@ func (w *interimWriter) due(gen uint32) {
 		return
 	}
 	now := monoClock{}.now()
-	w.sendInterimLocked(now)
+	w.sendInterimLocked(now, true)
 	// The next one keeps to the grid, so that late fires on a busy server
 	// do not push every later one back, but never comes sooner than an
 	// interval less the coalescing grid after this one: slots already
@@ -303,8 +303,10 @@ func (w *interimWriter) due(gen uint32) {
 	w.scheduleLocked(next)
 }
 
-// sendInterimLocked writes one 102 carrying only the configured fields.
-func (w *interimWriter) sendInterimLocked(now time.Duration) {
+// sendInterimLocked writes one 102 carrying only the configured fields;
+// scheduled says it was due at nextDue (not the first 102 a client asked
+// for, sent at once).
+func (w *interimWriter) sendInterimLocked(now time.Duration, scheduled bool) {
 	count := w.count.load()
 	if w.h.Max > 0 && count >= w.h.Max {
 		return
@@ -329,6 +331,9 @@ func (w *interimWriter) sendInterimLocked(now time.Duration) {
 	ctx := w.req.Context()
 	server := serverName(ctx)
 	interimsSent.WithLabelValues(server).Inc()
+	if scheduled {
+		interimLateness.WithLabelValues(server).Observe((now - w.nextDue).Seconds())
+	}
 	if count == 1 {
 		requestsWithInterim.WithLabelValues(server).Inc()
 	}

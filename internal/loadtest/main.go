@@ -224,8 +224,10 @@ type scaleRun struct {
 	CPU  time.Duration `json:"server_cpu"`
 	Wall time.Duration `json:"wall"`
 	// Writes is the server's write system calls in that time.
-	Writes  uint64 `json:"write_calls"`
-	LoadAvg string `json:"loadavg"`
+	Writes uint64 `json:"write_calls"`
+	// ServerLateness is the module's own measure of its 102s' lateness.
+	ServerLateness serverLateness `json:"server_lateness"`
+	LoadAvg        string         `json:"loadavg"`
 }
 
 type scaleReport struct {
@@ -277,6 +279,10 @@ func runScale(c scaleConfig) (*scaleReport, error) {
 	cl := rep.With.Client
 	logf.Printf("scale %s: with: %d/%d completed, %d failed, %d 102s, lateness p50 %.1f ms p99 %.1f ms max %.1f ms, %d early, shortest gap %.1f ms, %d gaps shorter than interval-grid",
 		c.Proto, cl.Completed, c.N, cl.Failed, cl.Interims, cl.LateP50, cl.LateP99, cl.LateMax, cl.Early, cl.GapMin, cl.ShortGaps)
+	if sl := rep.With.ServerLateness; sl.Count > 0 {
+		logf.Printf("scale %s: with: the server's own lateness histogram: %.0f 102s, p50 at most %g ms, p99 at most %g ms",
+			c.Proto, sl.Count, sl.P50AtMs, sl.P99AtMs)
+	}
 	logf.Printf("scale %s: without: %d/%d completed, %d failed", c.Proto, rep.Without.Client.Completed, c.N, rep.Without.Client.Failed)
 	logf.Printf("scale %s: memory per in-flight request: %.0f B with, %.0f B without (growth from each run's start); the module adds %.0f B (heap %+.0f B, stacks %+.0f B)",
 		c.Proto, rep.With.PerRequest, rep.Without.PerRequest, rep.ModuleBytesPerRequest, rep.ModuleHeapPerRequest, rep.ModuleStacksPerRequest)
@@ -306,8 +312,19 @@ func scaleOnce(c scaleConfig, with bool) (*scaleRun, error) {
 			return nil, err
 		}
 		defer stop()
-	} else if err := loadCaddy(fmt.Sprintf("http://127.0.0.1:%d {\n\t%s\n\tloadtest_hold %s\n}\n", port, directive, c.Hold)); err != nil {
-		return nil, err
+	}
+	metricsURL := ""
+	if !c.Plain {
+		// A second site serves the config's metrics, for the module's
+		// lateness histogram (lateness.go).
+		mport, err := freePort()
+		if err != nil {
+			return nil, err
+		}
+		metricsURL = fmt.Sprintf("http://127.0.0.1:%d/", mport)
+		if err := loadCaddy(fmt.Sprintf("http://127.0.0.1:%d {\n\t%s\n\tloadtest_hold %s\n}\nhttp://127.0.0.1:%d {\n\tmetrics\n}\n", port, directive, c.Hold, mport)); err != nil {
+			return nil, err
+		}
 	}
 	logf.Printf("scale %s, plain Go server %v, module or 102s %v: %d requests over %v, held %v", c.Proto, c.Plain, with, c.N, c.Ramp, c.Hold)
 
@@ -333,6 +350,12 @@ func scaleOnce(c scaleConfig, with bool) (*scaleRun, error) {
 			return nil, err
 		}
 		defer stop()
+	}
+	var lateBefore latenessBuckets
+	if metricsURL != "" {
+		if lateBefore, err = scrapeLateness(metricsURL); err != nil {
+			return nil, err
+		}
 	}
 	cpu0, t0, w0 := cpuTime(), time.Now(), writeCalls()
 	if err := cmd.Start(); err != nil {
@@ -360,6 +383,13 @@ func scaleOnce(c scaleConfig, with bool) (*scaleRun, error) {
 		return nil, fmt.Errorf("client: %v", err)
 	}
 	run.CPU, run.Wall, run.Writes = cpuTime()-cpu0, time.Since(t0), writeCalls()-w0
+	if metricsURL != "" {
+		lateAfter, err := scrapeLateness(metricsURL)
+		if err != nil {
+			return nil, err
+		}
+		run.ServerLateness = between(lateBefore, lateAfter)
+	}
 	if err := json.Unmarshal(rest, &run.Client); err != nil {
 		return nil, fmt.Errorf("client result %q: %v", rest, err)
 	}
