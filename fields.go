@@ -24,8 +24,9 @@ const (
 	// Alt-Svc; no 102 has gone out and the next handler has not asked for
 	// a map.
 	fieldsInReal fieldsWhere = iota
-	// fieldsStashed: a 102 moved them (Server and Alt-Svc at most) into the writer's
-	// inline stash; the next handler has not asked for a map yet.
+	// fieldsStashed: a 102 moved them (Server and Alt-Svc at most) into
+	// the writer's inline stash; the next handler has not asked for a map
+	// yet.
 	fieldsStashed
 	// fieldsHeld: in held, the map the next handler has (or will get at
 	// its first Header call).
@@ -119,8 +120,8 @@ var forceHeaderClone = []string{"chunked"}
 // fieldStash holds the header fields of a request whose real map was
 // emptied for a 102 before the next handler asked for a map, when they are
 // only those Caddy's server sets before any handler (stashable): Server,
-// and Alt-Svc with HTTP/3, each with one value. A field is kept as the
-// index of its name and a pointer to its value's backing array: 9 bytes
+// and Alt-Svc with HTTP/3, each with one value. A field is kept at the
+// index of its name, as a pointer to its value's backing array: 8 bytes
 // instead of the 40 of a name and a slice, in a struct every waiting
 // request carries (issue 9 bounds that at 256 bytes). Any other field
 // makes the request take a map of its own instead.
