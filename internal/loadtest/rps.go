@@ -78,9 +78,9 @@ var (
 )
 
 // runRPS loads one Caddy with two sites that differ only in the
-// `processing` line, then runs the load tool against each in turn. The
-// order swaps every round (with first, then without first), so that a
-// drift in the machine's load favours neither.
+// `processing` line, and one more site for each of others (rpsSides), then
+// runs the load tool against each in turn, in an order that rotates every
+// round.
 func runRPS(proto string, rounds, simultaneous int, length time.Duration, conns int, others []string) (*rpsReport, error) {
 	withPort, err := freePort()
 	if err != nil {
@@ -137,8 +137,8 @@ http://127.0.0.1:%d {
 	}
 	var sumWith, sumWithout float64
 	for i := range rounds {
-		// The order rotates every round, so that a drift in the
-		// machine's load favours no side.
+		// The order rotates, so that a drift in the machine's load
+		// favours no side.
 		rates := make([]float64, len(ports))
 		cpus := make([]time.Duration, len(ports))
 		for k := range ports {
