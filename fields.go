@@ -149,11 +149,10 @@ func (s *fieldStash) take(h http.Header) bool {
 
 // stashIndex is the index of name in stashable, or -1.
 func stashIndex(name string) int {
-	switch name {
-	case stashable[0]:
-		return 0
-	case stashable[1]:
-		return 1
+	for i, n := range stashable {
+		if n == name {
+			return i
+		}
 	}
 	return -1
 }

@@ -305,6 +305,7 @@ func scaleOnce(c scaleConfig, with bool) (*scaleRun, error) {
 			directive = fmt.Sprintf("processing {\n\t\tdelay %s\n\t\tinterval %s\n\t}", c.Delay, c.Interval)
 		}
 	}
+	metricsURL := ""
 	if c.Plain {
 		// "with" is with 102s, written by the handler itself.
 		stop, err := startPlain(c, port, with)
@@ -312,9 +313,7 @@ func scaleOnce(c scaleConfig, with bool) (*scaleRun, error) {
 			return nil, err
 		}
 		defer stop()
-	}
-	metricsURL := ""
-	if !c.Plain {
+	} else {
 		// A second site serves the config's metrics, for the module's
 		// lateness histogram (lateness.go).
 		mport, err := freePort()
