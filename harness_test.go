@@ -132,6 +132,16 @@ func sleepThen(d time.Duration, body string) caddyhttp.HandlerFunc {
 	}
 }
 
+// writeAfter is a next handler that waits d, then writes body without
+// asking for its header map.
+func writeAfter(d time.Duration, body string) caddyhttp.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		time.Sleep(d)
+		_, err := io.WriteString(w, body)
+		return err
+	}
+}
+
 // ---- running Caddy ---------------------------------------------------------
 
 // freePort returns a loopback TCP port that was free a moment ago; the UDP

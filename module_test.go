@@ -509,11 +509,7 @@ http://127.0.0.1:{PORT} {
 // own for its 102s instead; they still stay out of every 102, reach the
 // final response, and the next handler can delete them.
 func TestOtherFieldsSetBeforeTheModule(t *testing.T) {
-	setBehaviour(t, "keeps", func(w http.ResponseWriter, r *http.Request) error {
-		time.Sleep(250 * time.Millisecond)
-		_, err := io.WriteString(w, "body")
-		return err
-	})
+	setBehaviour(t, "keeps", writeAfter(250*time.Millisecond, "body"))
 	setBehaviour(t, "deletes", func(w http.ResponseWriter, r *http.Request) error {
 		time.Sleep(250 * time.Millisecond)
 		w.Header().Del("X-Before")
@@ -570,11 +566,7 @@ func TestOtherFieldsSetBeforeTheModule(t *testing.T) {
 // handler asks for its header map before the final status, writes without
 // asking, or fails into handle_errors.
 func TestFieldsSetBeforeTheModuleReachTheFinalResponse(t *testing.T) {
-	setBehaviour(t, "writeonly", func(w http.ResponseWriter, r *http.Request) error {
-		time.Sleep(250 * time.Millisecond)
-		_, err := io.WriteString(w, "body")
-		return err
-	})
+	setBehaviour(t, "writeonly", writeAfter(250*time.Millisecond, "body"))
 	setBehaviour(t, "header", func(w http.ResponseWriter, r *http.Request) error {
 		time.Sleep(250 * time.Millisecond)
 		w.Header().Set("X-Late", "1")
