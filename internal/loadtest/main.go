@@ -217,6 +217,11 @@ type scaleRun struct {
 	// Memory before the load and with every request in flight.
 	MemBefore memSample `json:"mem_before"`
 	MemDuring memSample `json:"mem_during"`
+	// The census of the hold handler's goroutines' stacks (stacks.go):
+	// count by size in bytes, as they started waiting and after they wrote
+	// the response.
+	StacksWaiting map[int]int64 `json:"stacks_waiting"`
+	StacksWritten map[int]int64 `json:"stacks_written"`
 	// PerRequest is (during - before) / N: what one in-flight request
 	// holds, Caddy's own share included.
 	PerRequest float64 `json:"bytes_per_request"`
@@ -235,10 +240,16 @@ type scaleReport struct {
 	Without scaleRun    `json:"without"`
 	With    scaleRun    `json:"with"`
 	// The module's share of each in-flight request's memory: live heap
-	// plus goroutine stacks, and the two apart.
-	ModuleBytesPerRequest  float64 `json:"module_bytes_per_request"`
-	ModuleHeapPerRequest   float64 `json:"module_heap_per_request"`
-	ModuleStacksPerRequest float64 `json:"module_stacks_per_request"`
+	// plus the stack its goroutine holds (the census of stacks.go), and
+	// the parts. Stacks is the runtime's count of all stack memory instead,
+	// which is not one request's (stacks.go); StackUsed is the part of the
+	// stack a waiting request's goroutine uses, which the runtime's stack
+	// sizes round up to a power of two.
+	ModuleBytesPerRequest     float64 `json:"module_bytes_per_request"`
+	ModuleHeapPerRequest      float64 `json:"module_heap_per_request"`
+	ModuleStackHeldPerRequest float64 `json:"module_stack_held_per_request"`
+	ModuleStackUsedPerRequest float64 `json:"module_stack_used_per_request"`
+	ModuleStacksPerRequest    float64 `json:"module_stacks_per_request"`
 	// (CPU with - CPU without) / 102s sent.
 	CPUPerInterim time.Duration `json:"cpu_per_interim"`
 	// (write calls with - without) / 102s sent: below 1 where 102s share
@@ -269,9 +280,12 @@ func runScale(c scaleConfig) (*scaleReport, error) {
 	}
 	heap := func(m memSample) uint64 { return m.HeapLive }
 	stacks := func(m memSample) uint64 { return m.Stacks }
+	scanned := func(m memSample) uint64 { return m.StackScanned }
 	rep.ModuleHeapPerRequest = during(rep.With, heap) - during(rep.Without, heap)
 	rep.ModuleStacksPerRequest = during(rep.With, stacks) - during(rep.Without, stacks)
-	rep.ModuleBytesPerRequest = rep.ModuleHeapPerRequest + rep.ModuleStacksPerRequest
+	rep.ModuleStackUsedPerRequest = during(rep.With, scanned) - during(rep.Without, scanned)
+	rep.ModuleStackHeldPerRequest = meanStack(rep.With.StacksWaiting) - meanStack(rep.Without.StacksWaiting)
+	rep.ModuleBytesPerRequest = rep.ModuleHeapPerRequest + rep.ModuleStackHeldPerRequest
 	if n := rep.With.Client.Interims; n > 0 {
 		rep.CPUPerInterim = (rep.With.CPU - rep.Without.CPU) / time.Duration(n)
 		rep.WritesPerInterim = (float64(rep.With.Writes) - float64(rep.Without.Writes)) / float64(n)
@@ -284,8 +298,13 @@ func runScale(c scaleConfig) (*scaleReport, error) {
 			c.Proto, sl.Count, sl.P50AtMs, sl.P99AtMs)
 	}
 	logf.Printf("scale %s: without: %d/%d completed, %d failed", c.Proto, rep.Without.Client.Completed, c.N, rep.Without.Client.Failed)
-	logf.Printf("scale %s: memory per in-flight request: %.0f B with, %.0f B without (growth from each run's start); the module adds %.0f B (heap %+.0f B, stacks %+.0f B)",
-		c.Proto, rep.With.PerRequest, rep.Without.PerRequest, rep.ModuleBytesPerRequest, rep.ModuleHeapPerRequest, rep.ModuleStacksPerRequest)
+	logf.Printf("scale %s: memory per in-flight request: %.0f B with, %.0f B without (growth from each run's start); the module adds %.0f B: heap %+.0f B, stack held %+.0f B (stack used %+.0f B; all stack memory of the process %+.0f B)",
+		c.Proto, rep.With.PerRequest, rep.Without.PerRequest, rep.ModuleBytesPerRequest, rep.ModuleHeapPerRequest,
+		rep.ModuleStackHeldPerRequest, rep.ModuleStackUsedPerRequest, rep.ModuleStacksPerRequest)
+	logf.Printf("scale %s: request goroutines' stacks by size in bytes, waiting: %v without, %v with; after writing the response: %v without, %v with",
+		c.Proto, rep.Without.StacksWaiting, rep.With.StacksWaiting, rep.Without.StacksWritten, rep.With.StacksWritten)
+	logf.Printf("scale %s: a new goroutine's stack, by the runtime's last GC before and during the load: %d and %d B without, %d and %d B with",
+		c.Proto, rep.Without.MemBefore.StackStart, rep.Without.MemDuring.StackStart, rep.With.MemBefore.StackStart, rep.With.MemDuring.StackStart)
 	logf.Printf("scale %s: server CPU %v with, %v without (wall %v): %v per 102",
 		c.Proto, rep.With.CPU.Round(time.Millisecond), rep.Without.CPU.Round(time.Millisecond),
 		rep.With.Wall.Round(time.Millisecond), rep.CPUPerInterim)
@@ -327,6 +346,8 @@ func scaleOnce(c scaleConfig, with bool) (*scaleRun, error) {
 	}
 	logf.Printf("scale %s, plain Go server %v, module or 102s %v: %d requests over %v, held %v", c.Proto, c.Plain, with, c.N, c.Ramp, c.Hold)
 
+	waitingStacks.take()
+	writtenStacks.take()
 	run := &scaleRun{MemBefore: sampleMemory()}
 	cfg, _ := json.Marshal(clientConfig{
 		Proto: c.Proto, Addr: fmt.Sprintf("127.0.0.1:%d", port), N: c.N, StreamsPerConn: c.StreamsPerConn,
@@ -382,6 +403,7 @@ func scaleOnce(c scaleConfig, with bool) (*scaleRun, error) {
 		return nil, fmt.Errorf("client: %v", err)
 	}
 	run.CPU, run.Wall, run.Writes = cpuTime()-cpu0, time.Since(t0), writeCalls()-w0
+	run.StacksWaiting, run.StacksWritten = waitingStacks.take(), writtenStacks.take()
 	if metricsURL != "" {
 		lateAfter, err := scrapeLateness(metricsURL)
 		if err != nil {

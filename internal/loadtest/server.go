@@ -61,6 +61,7 @@ func (hold) CaddyModule() caddy.ModuleInfo {
 }
 
 func (h hold) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
+	waitingStacks.note()
 	t := time.NewTimer(time.Duration(h.Duration))
 	defer t.Stop()
 	select {
@@ -71,6 +72,7 @@ func (h hold) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Hand
 	w.Header().Set("Content-Type", "text/plain")
 	w.Header().Set("Content-Length", "4")
 	_, err := w.Write([]byte("done"))
+	writtenStacks.note()
 	return err
 }
 
@@ -163,6 +165,13 @@ type memSample struct {
 	HeapLive   uint64 `json:"heap_live_bytes"`
 	Stacks     uint64 `json:"stacks_bytes"`
 	Goroutines uint64 `json:"goroutines"`
+	// StackScanned is the stack in use that the last GC scanned: every
+	// goroutine's stack from its top to where it waits.
+	StackScanned uint64 `json:"stack_scanned_bytes"`
+	// StackStart is the size the runtime gives a new goroutine's stack:
+	// since Go 1.19 the mean stack in use that the last GC scanned, plus
+	// the stack guard, rounded up to a power of two.
+	StackStart uint64 `json:"stack_start_bytes"`
 }
 
 func (m memSample) total() uint64 { return m.HeapLive + m.Stacks }
@@ -176,7 +185,12 @@ func sampleMemory() memSample {
 		{Name: "/gc/heap/live:bytes"},
 		{Name: "/memory/classes/heap/stacks:bytes"},
 		{Name: "/sched/goroutines:goroutines"},
+		{Name: "/gc/scan/stack:bytes"},
+		{Name: "/gc/stack/starting-size:bytes"},
 	}
 	metrics.Read(s)
-	return memSample{HeapLive: s[0].Value.Uint64(), Stacks: s[1].Value.Uint64(), Goroutines: s[2].Value.Uint64()}
+	return memSample{
+		HeapLive: s[0].Value.Uint64(), Stacks: s[1].Value.Uint64(), Goroutines: s[2].Value.Uint64(),
+		StackScanned: s[3].Value.Uint64(), StackStart: s[4].Value.Uint64(),
+	}
 }
