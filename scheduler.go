@@ -121,10 +121,9 @@ type fireBatch struct {
 	due  []*wheelEntry
 	gens []uint32
 	next atomic.Int32 // the index of the next fire to take
-	// seen is next as watchLocked found it at the previous tick, and
-	// started the goroutines started for the batch; guarded by the
-	// wheel's mu.
-	seen, started int32
+	// seen is next as watchLocked found it at the previous tick; guarded
+	// by the wheel's mu.
+	seen int32
 }
 
 func newWheel(c clock) *wheel {
@@ -263,11 +262,6 @@ func (w *wheel) advance() {
 	w.mu.Lock()
 	now := w.clock.now()
 	target := int64(now / wheelTick)
-	// A tick that comes more than a tick late found the process without
-	// the CPU (another process had it, or the collector stopped the
-	// world): the fires' goroutines did not run either, and their taking
-	// no fire is no sign of blocked writes.
-	onTime := target-w.cursor <= 2
 	// After a stall longer than a turn, one pass over every slot finds
 	// everything due.
 	if target-w.cursor > wheelSlots {
@@ -287,7 +281,7 @@ func (w *wheel) advance() {
 			e = next
 		}
 	}
-	w.watchLocked(onTime)
+	w.watchLocked()
 	if w.n == 0 && len(w.batches) == 0 {
 		// Nothing waits and no batch of fires needs watching: stop
 		// ticking until the next schedule, or until fireAll adds this
@@ -321,8 +315,8 @@ const maxFireGoroutines = 64
 // for the rest of the tick's fires.
 func (w *wheel) fireAll(due []*wheelEntry, gens []uint32) {
 	// seen starts below any index: the first watch only takes note.
+	b := &fireBatch{due: due, gens: gens, seen: -1}
 	n := min(len(due), maxFireGoroutines)
-	b := &fireBatch{due: due, gens: gens, seen: -1, started: int32(n)}
 	if n < len(due) {
 		// Only a batch with more fires than goroutines can be held up.
 		// The wheel ticks while it has one to watch.
@@ -351,26 +345,23 @@ func (w *wheel) fireFrom(b *fireBatch) {
 }
 
 // watchLocked runs at every tick. A batch of which no goroutine took a
-// fire for a whole tick, the tick itself on time, has every goroutine
-// blocked in a write: it gets maxFireGoroutines more. So a client that
-// stops reading, with any number of streams, holds back another request's
-// 102 by about a tick for every maxFireGoroutines of its streams due in
-// the same tick. A late tick only takes note: when the process was
-// starved of CPU, starting goroutines would add work without unblocking
-// any, and the runtime keeps every goroutine's descriptor for the life of
-// the process. A batch whose fires are all taken is let go; its goroutines
-// end with their last fire.
-func (w *wheel) watchLocked(onTime bool) {
+// fire for a whole tick has every goroutine blocked in a write (or the
+// process is starved of CPU): it gets maxFireGoroutines more. So a client
+// that stops reading, with any number of streams, holds back another
+// request's 102 by about a tick for every maxFireGoroutines of its
+// streams due in the same tick, and the goroutines started never
+// outnumber the blocked writes by more than maxFireGoroutines per batch.
+// A batch whose fires are all taken is let go; its goroutines end with
+// their last fire.
+func (w *wheel) watchLocked() {
 	kept := w.batches[:0]
 	for _, b := range w.batches {
 		taken := b.next.Load()
 		if int(taken) >= len(b.due) {
 			continue
 		}
-		if taken == b.seen && onTime {
-			more := min(len(b.due)-int(taken), maxFireGoroutines)
-			b.started += int32(more)
-			for range more {
+		if taken == b.seen {
+			for range min(len(b.due)-int(taken), maxFireGoroutines) {
 				go w.fireFrom(b)
 			}
 		}

@@ -12,7 +12,6 @@ import (
 	"net/http/httptrace"
 	"net/textproto"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -70,20 +69,6 @@ func (c *fakeClock) advance(d time.Duration) {
 		c.armed = 0
 		f := c.f
 		c.mu.Unlock()
-		f()
-	}
-}
-
-// tickLate moves the clock by d and only then runs the armed tick, once:
-// the tick of a process that had no CPU for d.
-func (c *fakeClock) tickLate(d time.Duration) {
-	c.mu.Lock()
-	c.t += d
-	f := c.f
-	armed := c.armed != 0
-	c.armed = 0
-	c.mu.Unlock()
-	if armed {
 		f()
 	}
 }
@@ -481,52 +466,4 @@ func TestBlockedFiresHoldBackNoOtherFire(t *testing.T) {
 	if batches > 1 || len(w.batches) != 0 || w.running {
 		t.Fatalf("batches watched: %d while blocked (want at most 1), %d after (want 0); ticking %v", batches, len(w.batches), w.running)
 	}
-}
-
-// TestLateTickStartsNoGoroutines: a batch whose goroutines are all blocked
-// gets more at the first tick on time that finds none took a fire since
-// the previous tick; a tick that comes late only takes note, since then
-// the goroutines did not run either. No sleeping: the goroutines started
-// are counted as the wheel starts them.
-func TestLateTickStartsNoGoroutines(t *testing.T) {
-	c := &fakeClock{t: 1000 * time.Millisecond}
-	w := newWheel(c)
-	release := make(chan struct{})
-	var entered, returned atomic.Int32
-	w.fire = func(*wheelEntry, uint32) {
-		defer returned.Add(1)
-		entered.Add(1)
-		<-release
-	}
-	at := c.now() + 5*time.Millisecond
-	for range 3 * maxFireGoroutines {
-		w.schedule(new(wheelEntry), at)
-	}
-	started := func() int32 {
-		w.mu.Lock()
-		defer w.mu.Unlock()
-		if len(w.batches) != 1 {
-			t.Fatalf("%d batches watched, want 1", len(w.batches))
-		}
-		return w.batches[0].started
-	}
-
-	c.advance(5 * time.Millisecond) // dispatches the batch
-	eventually(t, "the first goroutines blocked in their fires", func() bool {
-		return entered.Load() == maxFireGoroutines
-	})
-	c.advance(wheelTick) // on time; the first watch takes note
-	c.tickLate(10 * wheelTick)
-	if got := started(); got != maxFireGoroutines {
-		t.Fatalf("after a late tick: %d goroutines started, want %d", got, maxFireGoroutines)
-	}
-	c.advance(wheelTick) // on time, and no fire taken since the late tick
-	if got := started(); got != 2*maxFireGoroutines {
-		t.Fatalf("after a tick on time: %d goroutines started, want %d", got, 2*maxFireGoroutines)
-	}
-	eventually(t, "the second goroutines blocked in their fires", func() bool {
-		return entered.Load() == 2*maxFireGoroutines
-	})
-	close(release)
-	eventually(t, "every fire run", func() bool { return returned.Load() == 3*maxFireGoroutines })
 }
