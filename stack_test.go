@@ -123,7 +123,7 @@ http://127.0.0.1:{PORT} {
 }
 `)
 	client := h1Client()
-	median := func(path string) int {
+	depthOf := func(path string) int {
 		t.Helper()
 		for range 20 {
 			resp, err := client.Get(fmt.Sprintf("http://%s%s", loopback(port), path))
@@ -154,7 +154,7 @@ http://127.0.0.1:{PORT} {
 		}
 		return valid[0]
 	}
-	with, without := median("/with"), median("/without")
+	with, without := depthOf("/with"), depthOf("/without")
 	added := with - without
 	t.Logf("stack from the probe to the first call into its writer: %d B with the module, %d B without: %+d B", with, without, added)
 	if added <= 0 || added > maxResponsePathStack {
