@@ -126,12 +126,26 @@ http://127.0.0.1:{PORT} {
 		release.Store(&next)
 	}
 
+	// atMax waits until the flood's requests have had every 102 they may
+	// get; on a timeout it says how far the count got, over or under.
+	atMax := func(sent0 float64) {
+		t.Helper()
+		want := float64(n * max102)
+		var got float64
+		for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+			if got = relInterimsSent(t) - sent0; got == want {
+				return
+			}
+		}
+		t.Fatalf("timed out waiting for every request at max: %v 102s sent since the flood began, want %v (%d requests, max %d)", got, want, n, max102)
+	}
+
 	// Warm both routes, so that pools and lazily built state exist before
 	// anything is measured.
 	finish(open("/bare"), 0)
 	sent0 := relInterimsSent(t)
 	warm := open("/proc")
-	eventually(t, "every request at max", func() bool { return relInterimsSent(t)-sent0 == float64(n*max102) })
+	atMax(sent0)
 	finish(warm, max102)
 
 	// The same flood without and with the module.
@@ -144,7 +158,7 @@ http://127.0.0.1:{PORT} {
 	heap1, g1 := floodHeap(), runtime.NumGoroutine()
 	sent0 = relInterimsSent(t)
 	proc := open("/proc")
-	eventually(t, "every request at max", func() bool { return relInterimsSent(t)-sent0 == float64(n*max102) })
+	atMax(sent0)
 	heapProc, gProc := floodHeap(), runtime.NumGoroutine()
 	// Forty more intervals of waiting: max holds, and nothing piles up.
 	time.Sleep(200 * time.Millisecond)

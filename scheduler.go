@@ -71,16 +71,22 @@ type wheelEntry struct {
 
 	gen   uint32     // guarded by the wheel's mu
 	where entryWhere // guarded by the wheel's mu
+	// firing is how many fires of the entry are running, guarded by the
+	// wheel's mu. It is kept apart from where: a fire that scheduled the
+	// next one may still be returning when the wheel queues that next one
+	// (its goroutine descheduled between the 102 and fired), and the entry
+	// is then queued and firing at once. Usually one; the fires' dues take
+	// the writer's lock in turn.
+	firing uint16
 }
 
 // entryWhere is where an entry stands on the wheel.
 type entryWhere uint8
 
 const (
-	entryIdle   entryWhere = iota // not scheduled, no fire running
+	entryIdle   entryWhere = iota // not scheduled
 	entryListed                   // in a slot, waiting for its tick
 	entryQueued                   // due, waiting for a fire goroutine to take it
-	entryFiring                   // its fire is running
 )
 
 // wheel is the scheduler.
@@ -149,12 +155,11 @@ func (w *wheel) schedule(e *wheelEntry, at time.Duration) uint32 {
 	if tick <= w.cursor {
 		tick = w.cursor + 1
 	}
+	// A queued fire is stale now (its generation is): its goroutine
+	// skips it.
 	e.gen++
 	e.tick = tick
-	if e.where != entryFiring {
-		// A queued fire is stale now; its goroutine skips it.
-		e.where = entryListed
-	}
+	e.where = entryListed
 	w.linkLocked(e)
 	gen := e.gen
 	w.mu.Unlock()
@@ -185,28 +190,23 @@ func (w *wheel) startLocked() {
 func (w *wheel) cancel(e *wheelEntry) <-chan struct{} {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	switch e.where {
-	case entryListed:
+	if e.where == entryListed {
 		w.unlinkLocked(e)
-		e.where = entryIdle
-	case entryQueued:
-		e.where = entryIdle
-	case entryFiring:
-		if e.prev != nil {
-			// Rescheduled by its running fire: only the fire remains.
-			w.unlinkLocked(e)
-		}
-		ch := w.waiters[e]
-		if ch == nil {
-			if w.waiters == nil {
-				w.waiters = make(map[*wheelEntry]chan struct{})
-			}
-			ch = make(chan struct{})
-			w.waiters[e] = ch
-		}
-		return ch
 	}
-	return nil
+	// A queued fire's goroutine finds the entry idle and skips it.
+	e.where = entryIdle
+	if e.firing == 0 {
+		return nil
+	}
+	ch := w.waiters[e]
+	if ch == nil {
+		if w.waiters == nil {
+			w.waiters = make(map[*wheelEntry]chan struct{})
+		}
+		ch = make(chan struct{})
+		w.waiters[e] = ch
+	}
+	return ch
 }
 
 // startFire takes a queued entry for the fire of generation gen, unless it
@@ -219,21 +219,22 @@ func (w *wheel) startFire(e *wheelEntry, gen uint32) bool {
 	if e.where != entryQueued || e.gen != gen {
 		return false
 	}
-	e.where = entryFiring
+	e.where = entryIdle
+	e.firing++
 	return true
 }
 
-// fired records that a running fire of e has returned.
+// fired records that a running fire of e has returned. Where the entry
+// stands is the business of its schedule: listed again by the fire, queued
+// again by a tick since, or idle.
 func (w *wheel) fired(e *wheelEntry) {
 	w.mu.Lock()
-	if e.prev != nil {
-		e.where = entryListed // the fire scheduled the next one
-	} else {
-		e.where = entryIdle
-	}
-	if ch, ok := w.waiters[e]; ok {
-		close(ch)
-		delete(w.waiters, e)
+	e.firing--
+	if e.firing == 0 {
+		if ch, ok := w.waiters[e]; ok {
+			close(ch)
+			delete(w.waiters, e)
+		}
 	}
 	w.mu.Unlock()
 }

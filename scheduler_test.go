@@ -247,8 +247,8 @@ func TestWheelCancelWaitsForARunningFire(t *testing.T) {
 	}
 	w.schedule(e, c.now()+time.Millisecond)
 	c.advance(2 * time.Millisecond)
-	if finish == nil || e.where != entryFiring {
-		t.Fatalf("not firing: %v", e.where)
+	if finish == nil || e.firing != 1 {
+		t.Fatalf("not firing: %d fires running", e.firing)
 	}
 	ch := w.cancel(e)
 	if ch == nil {
@@ -265,8 +265,8 @@ func TestWheelCancelWaitsForARunningFire(t *testing.T) {
 	default:
 		t.Fatal("not closed after the fire returned")
 	}
-	if e.where != entryIdle || w.n != 0 {
-		t.Fatalf("entry %v, %d listed", e.where, w.n)
+	if e.where != entryIdle || e.firing != 0 || w.n != 0 {
+		t.Fatalf("entry %v, %d fires running, %d listed", e.where, e.firing, w.n)
 	}
 }
 
@@ -343,6 +343,66 @@ func TestWheelRequeuedEntryFiresOnceWithItsNewGeneration(t *testing.T) {
 	}
 	if len(started) != 1 || started[0] != g2 || e.where != entryIdle {
 		t.Fatalf("started %v (want only %d), entry %v", started, g2, e.where)
+	}
+}
+
+// A fire schedules the next one, and the wheel queues that next one before
+// the first fire has returned (its goroutine descheduled between the 102
+// and fired): the next fire still runs, and a cancel meanwhile waits for
+// the fire still running. Before, fired marked the entry idle, the queued
+// fire was dropped, and the request never had a 102 again (found at 1 ms
+// intervals under -race with the CPU taken: TestIdleFloodCostAndMax saw
+// 1,199 of 1,200 102s).
+func TestWheelNextFireQueuedBeforeTheLastReturned(t *testing.T) {
+	w, c := newTestWheel()
+	e, _ := newEntry(c)
+	type queuedFire struct {
+		e   *wheelEntry
+		gen uint32
+	}
+	var queue []queuedFire
+	w.dispatch = func(due []*wheelEntry, gens []uint32) {
+		for i := range due {
+			queue = append(queue, queuedFire{due[i], gens[i]})
+		}
+	}
+	g1 := w.schedule(e, c.now()+time.Millisecond)
+	c.advance(time.Millisecond)
+	if len(queue) != 1 || !w.startFire(e, g1) {
+		t.Fatalf("the first fire did not start: queue %+v", queue)
+	}
+	g2 := w.schedule(e, c.now()+time.Millisecond) // the running fire schedules the next
+	c.advance(time.Millisecond)                   // which the wheel queues at once
+	w.fired(e)                                    // only now the first fire returns
+	if len(queue) != 2 || queue[1].gen != g2 || e.where != entryQueued {
+		t.Fatalf("queue %+v, entry %v; want the next fire (gen %d) queued", queue, e.where, g2)
+	}
+	if !w.startFire(e, g2) {
+		t.Fatal("the next fire, queued while the first was returning, was dropped")
+	}
+
+	// The same overlap, then a cancel: it waits for the fire still running
+	// and drops the queued one.
+	g3 := w.schedule(e, c.now()+time.Millisecond)
+	c.advance(time.Millisecond)
+	if len(queue) != 3 || queue[2].gen != g3 || e.where != entryQueued || e.firing != 1 {
+		t.Fatalf("queue %+v, entry %v, %d fires running", queue, e.where, e.firing)
+	}
+	ch := w.cancel(e)
+	if ch == nil {
+		t.Fatal("cancel did not report the fire still running")
+	}
+	if w.startFire(e, g3) {
+		t.Fatal("a cancelled queued fire started")
+	}
+	w.fired(e)
+	select {
+	case <-ch:
+	default:
+		t.Fatal("not closed after the fire returned")
+	}
+	if e.where != entryIdle || e.firing != 0 || w.n != 0 {
+		t.Fatalf("entry %v, %d fires running, %d listed", e.where, e.firing, w.n)
 	}
 }
 
