@@ -103,8 +103,8 @@ type wheel struct {
 	n       int                    // entries listed
 	timer   clockTimer             // made at the first start
 	running bool                   // a tick is armed; cleared by a tick that finds no entry
-	// waiters holds, for an entry whose fire is running, a channel that
-	// is closed when the fire has returned (see cancel). It is rarely
+	// waiters holds, for an entry with fires running, a channel that is
+	// closed when the last of them has returned (see cancel). It is rarely
 	// needed (a request ending while its 102 is being written), so the
 	// entries, one per waiting request, do not carry the field.
 	waiters map[*wheelEntry]chan struct{}
@@ -184,9 +184,9 @@ func (w *wheel) startLocked() {
 
 // cancel takes e off the wheel, and out of the queue of a tick's fires if
 // no goroutine has taken it yet, so that a request never waits behind the
-// writes of others. It returns a channel that is closed when a fire of e
-// that is already running has returned, or nil when none is. The caller
-// must not hold the lock of e's owner: the fire takes it.
+// writes of others. It returns a channel that is closed when the fires of
+// e already running have returned, or nil when none is. The caller must
+// not hold the lock of e's owner: the fires take it.
 func (w *wheel) cancel(e *wheelEntry) <-chan struct{} {
 	w.mu.Lock()
 	defer w.mu.Unlock()
