@@ -311,31 +311,40 @@ func TestWheelFireThatReschedules(t *testing.T) {
 	}
 }
 
-// An entry rescheduled while its fire waits in a tick's queue, and queued
-// again by a later tick before a goroutine reached the first, fires once,
-// under the newer generation.
-func TestWheelRequeuedEntryFiresOnceWithItsNewGeneration(t *testing.T) {
-	w, c := newTestWheel()
-	e, _ := newEntry(c)
-	type queuedFire struct {
-		e   *wheelEntry
-		gen uint32
-	}
+// queuedFire is a fire the wheel dispatched, with its generation.
+type queuedFire struct {
+	e   *wheelEntry
+	gen uint32
+}
+
+// queueFires makes w's dispatch only record the fires, for the test to
+// start them (or not) in an order of its own.
+func queueFires(w *wheel) *[]queuedFire {
 	var queue []queuedFire
 	w.dispatch = func(due []*wheelEntry, gens []uint32) {
 		for i := range due {
 			queue = append(queue, queuedFire{due[i], gens[i]})
 		}
 	}
+	return &queue
+}
+
+// An entry rescheduled while its fire waits in a tick's queue, and queued
+// again by a later tick before a goroutine reached the first, fires once,
+// under the newer generation.
+func TestWheelRequeuedEntryFiresOnceWithItsNewGeneration(t *testing.T) {
+	w, c := newTestWheel()
+	e, _ := newEntry(c)
+	queue := queueFires(w)
 	g1 := w.schedule(e, c.now()+time.Millisecond)
 	c.advance(time.Millisecond)
 	g2 := w.schedule(e, c.now()+time.Millisecond) // rescheduled while queued
 	c.advance(time.Millisecond)
-	if len(queue) != 2 || queue[0].gen != g1 || queue[1].gen != g2 {
-		t.Fatalf("queue %+v, want gens %d then %d", queue, g1, g2)
+	if len(*queue) != 2 || (*queue)[0].gen != g1 || (*queue)[1].gen != g2 {
+		t.Fatalf("queue %+v, want gens %d then %d", *queue, g1, g2)
 	}
 	var started []uint32
-	for _, q := range queue {
+	for _, q := range *queue {
 		if w.startFire(q.e, q.gen) {
 			started = append(started, q.gen)
 			w.fired(q.e)
@@ -356,26 +365,17 @@ func TestWheelRequeuedEntryFiresOnceWithItsNewGeneration(t *testing.T) {
 func TestWheelNextFireQueuedBeforeTheLastReturned(t *testing.T) {
 	w, c := newTestWheel()
 	e, _ := newEntry(c)
-	type queuedFire struct {
-		e   *wheelEntry
-		gen uint32
-	}
-	var queue []queuedFire
-	w.dispatch = func(due []*wheelEntry, gens []uint32) {
-		for i := range due {
-			queue = append(queue, queuedFire{due[i], gens[i]})
-		}
-	}
+	queue := queueFires(w)
 	g1 := w.schedule(e, c.now()+time.Millisecond)
 	c.advance(time.Millisecond)
-	if len(queue) != 1 || !w.startFire(e, g1) {
-		t.Fatalf("the first fire did not start: queue %+v", queue)
+	if len(*queue) != 1 || !w.startFire(e, g1) {
+		t.Fatalf("the first fire did not start: queue %+v", *queue)
 	}
 	g2 := w.schedule(e, c.now()+time.Millisecond) // the running fire schedules the next
 	c.advance(time.Millisecond)                   // which the wheel queues at once
 	w.fired(e)                                    // only now the first fire returns
-	if len(queue) != 2 || queue[1].gen != g2 || e.where != entryQueued {
-		t.Fatalf("queue %+v, entry %v; want the next fire (gen %d) queued", queue, e.where, g2)
+	if len(*queue) != 2 || (*queue)[1].gen != g2 || e.where != entryQueued {
+		t.Fatalf("queue %+v, entry %v; want the next fire (gen %d) queued", *queue, e.where, g2)
 	}
 	if !w.startFire(e, g2) {
 		t.Fatal("the next fire, queued while the first was returning, was dropped")
@@ -385,8 +385,8 @@ func TestWheelNextFireQueuedBeforeTheLastReturned(t *testing.T) {
 	// and drops the queued one.
 	g3 := w.schedule(e, c.now()+time.Millisecond)
 	c.advance(time.Millisecond)
-	if len(queue) != 3 || queue[2].gen != g3 || e.where != entryQueued || e.firing != 1 {
-		t.Fatalf("queue %+v, entry %v, %d fires running", queue, e.where, e.firing)
+	if len(*queue) != 3 || (*queue)[2].gen != g3 || e.where != entryQueued || e.firing != 1 {
+		t.Fatalf("queue %+v, entry %v, %d fires running", *queue, e.where, e.firing)
 	}
 	ch := w.cancel(e)
 	if ch == nil {
