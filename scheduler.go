@@ -64,12 +64,11 @@ type wheelEntry struct {
 	prev, next *wheelEntry
 	tick       int64 // the tick it is due at
 
-	// owner is the request the entry belongs to, set once before the
-	// first schedule; the wheel calls its due on a goroutine of its own,
-	// with the generation the entry was scheduled with.
-	owner *interimWriter
-
-	gen   uint32     // guarded by the wheel's mu
+	// gen is the generation of the entry's latest schedule, which its
+	// fire carries; a fire of an older one is stale. Written only by
+	// schedule, under the wheel's mu, and in production also under the
+	// lock of the writer the entry belongs to, which due reads it under.
+	gen   uint32
 	where entryWhere // guarded by the wheel's mu
 	// firing is how many fires of the entry are running, guarded by the
 	// wheel's mu. It is kept apart from where: a fire that scheduled the
@@ -138,7 +137,7 @@ func newWheel(c clock) *wheel {
 		w.slots[i].prev, w.slots[i].next = &w.slots[i], &w.slots[i]
 	}
 	w.dispatch = w.fireAll
-	w.fire = func(e *wheelEntry, gen uint32) { e.owner.due(gen) }
+	w.fire = func(e *wheelEntry, gen uint32) { writerOf(e).due(gen) }
 	return w
 }
 
