@@ -64,7 +64,7 @@ func main() {
 		stallStrm  = flag.Int("stall-streams", 100, "stall: long streams each HTTP/2 staller opens behind its blocked download")
 		cpuProfile = flag.String("cpuprofile", "", "scale: write a CPU profile of the server during the runs with the module to this file")
 		memProfile = flag.String("memprofile", "", "scale: write heap profiles of the server with every request in flight to this file, suffixed .with and .without (compare them with go tool pprof -diff_base)")
-		withLines  = flag.String("with", "", "scale: the Caddyfile lines of the run with the module (default: processing with -delay and -interval)")
+		withLines  = flag.String("with", "", "scale: the Caddyfile lines of the run with the module (default: processing with -delay and -interval); a comment such as '# A/A' runs both sides without it, which calibrates the method")
 		clientMode = flag.Bool("client", false, "internal: run as the scale test's client, config as JSON on stdin")
 	)
 	flag.Parse()
