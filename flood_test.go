@@ -198,3 +198,15 @@ func TestWriterSize(t *testing.T) {
 		t.Errorf("interimWriter is %d bytes, more than 144", size)
 	}
 }
+
+// TestWriterOfEntry: the wheel reaches a request's writer from its entry
+// by the entry's offset (writerOf), for a writer on the heap as every
+// request's is.
+func TestWriterOfEntry(t *testing.T) {
+	ws := []*interimWriter{new(interimWriter), new(interimWriter)}
+	for i, w := range ws {
+		if got := writerOf(&w.entry); got != w {
+			t.Errorf("writer %d: writerOf(&w.entry) = %p, want %p", i, got, w)
+		}
+	}
+}

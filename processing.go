@@ -284,8 +284,9 @@ func (w *interimWriter) grid() time.Duration {
 // back pointer of 8 bytes in a struct every waiting request carries, which
 // with the generation no longer kept twice takes the writer from Go's
 // 160-byte size class to the 144-byte one (TestWriterSize). The result
-// points to the start of the same allocation, as unsafe.Pointer's rule
-// for arithmetic requires and -race's checkptr verifies.
+// points into the same allocation as e, its start, as unsafe.Pointer's
+// rule for arithmetic requires; under -race, checkptr checks every such
+// conversion that the writer's whole size lies within one allocation.
 func writerOf(e *wheelEntry) *interimWriter {
 	return (*interimWriter)(unsafe.Add(unsafe.Pointer(e), -int(unsafe.Offsetof(interimWriter{}.entry))))
 }
