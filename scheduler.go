@@ -115,7 +115,7 @@ type wheel struct {
 	// replaced in the wheel's tests. For each entry it must call
 	// startFire, and if that says so run the fire and then call fired.
 	dispatch func(due []*wheelEntry, gens []uint32)
-	// fire is what fireAll runs for an entry: its owner's due in
+	// fire is what fireAll runs for an entry: its writer's due in
 	// production, replaced in the wheel's tests.
 	fire func(e *wheelEntry, gen uint32)
 }
@@ -185,7 +185,7 @@ func (w *wheel) startLocked() {
 // no goroutine has taken it yet, so that a request never waits behind the
 // writes of others. It returns a channel that is closed when the fires of
 // e already running have returned, or nil when none is. The caller must
-// not hold the lock of e's owner: the fires take it.
+// not hold the lock of e's writer: the fires take it.
 func (w *wheel) cancel(e *wheelEntry) <-chan struct{} {
 	w.mu.Lock()
 	defer w.mu.Unlock()
