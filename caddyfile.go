@@ -1,10 +1,11 @@
 package processing
 
 import (
+	"github.com/c055b0d7/caddy-processing/async"
+	"github.com/c055b0d7/caddy-processing/internal/caddyutil"
 	"net/http"
 	"strconv"
 
-	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -55,7 +56,7 @@ func (p *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // consume directive name
 
 	if d.NextArg() {
-		dur, err := parseDuration(d, "interval")
+		dur, err := caddyutil.ParseDuration(d, "interval")
 		if err != nil {
 			return err
 		}
@@ -72,7 +73,7 @@ func (p *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if !d.NextArg() {
 				return d.Errf("%s: expected a duration such as 20s", sub)
 			}
-			dur, err := parseDuration(d, sub)
+			dur, err := caddyutil.ParseDuration(d, sub)
 			if err != nil {
 				return err
 			}
@@ -118,8 +119,8 @@ func (p *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if d.NextArg() {
 				return d.Errf("async: unexpected argument %q; expected a block", d.Val())
 			}
-			p.Async = new(AsyncConfig)
-			if err := p.Async.unmarshalCaddyfile(d); err != nil {
+			p.Async = new(async.Config)
+			if err := p.Async.UnmarshalCaddyfile(d); err != nil {
 				return err
 			}
 			continue
@@ -131,18 +132,6 @@ func (p *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		}
 	}
 	return nil
-}
-
-// parseDuration reads the current token as a positive duration.
-func parseDuration(d *caddyfile.Dispenser, what string) (caddy.Duration, error) {
-	dur, err := caddy.ParseDuration(d.Val())
-	if err != nil {
-		return 0, d.Errf("%s: expected a duration such as 20s, got %q", what, d.Val())
-	}
-	if dur <= 0 {
-		return 0, d.Errf("%s: must be a positive duration, got %q", what, d.Val())
-	}
-	return caddy.Duration(dur), nil
 }
 
 // Interface guard

@@ -6,12 +6,11 @@ package processing
 // the error can fix the config.
 
 import (
-	"encoding/json"
-	"fmt"
 	"strings"
 	"testing"
 
-	"github.com/caddyserver/caddy/v2"
+	"github.com/c055b0d7/caddy-processing/internal/harness"
+
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 )
 
@@ -54,28 +53,7 @@ func TestBadCaddyfileNamesLineAndExpectation(t *testing.T) {
 		{"duplicate delay in block", "\tprocessing {\n\t\tdelay 1s\n\t\tmax 2\n\t\tdelay 2s\n\t}\n", 5, `delay: already given`},
 	}
 	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) { checkRefusedAt(t, tc.body, tc.line, tc.want) })
-	}
-}
-
-// checkRefusedAt adapts a site whose body (after the address line, line 1)
-// holds a bad directive, and checks that the error says want and ends with
-// the Caddyfile line.
-func checkRefusedAt(t *testing.T, body string, line int, want string) {
-	t.Helper()
-	text := "http://127.0.0.1:8080 {\n" + body + "\trespond ok\n}\n"
-	_, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(text), map[string]any{"filename": "Caddyfile"})
-	if err == nil {
-		t.Fatalf("accepted:\n%s", text)
-	}
-	msg := err.Error()
-	if !strings.Contains(msg, want) {
-		t.Errorf("error %q\ndoes not say %q", msg, want)
-	}
-	// Caddy's Dispenser puts "<file>:<line>" at the end; the suffix
-	// check keeps "Caddyfile:3" from matching "Caddyfile:30".
-	if where := fmt.Sprintf(", at Caddyfile:%d", line); !strings.HasSuffix(msg, where) {
-		t.Errorf("error %q\ndoes not end with %q", msg, where)
+		t.Run(tc.name, func(t *testing.T) { harness.CheckRefusedAt(t, tc.body, tc.line, tc.want) })
 	}
 }
 
@@ -88,13 +66,13 @@ func TestGoodCaddyfileForms(t *testing.T) {
 		"\tprocessing 1s {\n\t\tdelay 2s\n\t\tmax 0\n\t\topt_in\n\t\theader X-Progress \"{http.processing.count}\"\n\t\theader X-Progress again\n\t}\n",
 		"\tprocessing {\n\t\tinterval 1d\n\t\tmax 5\n\t}\n",
 	} {
-		text := globalOptions(t) + "http://127.0.0.1:8080 {\n" + body + "\trespond ok\n}\n"
+		text := harness.GlobalOptions(t) + "http://127.0.0.1:8080 {\n" + body + "\trespond ok\n}\n"
 		cfg, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(text), map[string]any{"filename": "Caddyfile"})
 		if err != nil {
 			t.Errorf("refused %q: %v", body, err)
 			continue
 		}
-		if err := validateJSONConfig(t, cfg); err != nil {
+		if err := harness.ValidateJSONConfig(t, cfg); err != nil {
 			t.Errorf("adapted config of %q does not validate: %v", body, err)
 		}
 	}
@@ -124,7 +102,7 @@ func TestBadJSONConfigNamesFieldAndExpectation(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			err := validateJSONConfig(t, jsonConfigWithHandler(t, tc.handler))
+			err := harness.ValidateJSONConfig(t, harness.JSONConfigWithHandler(t, tc.handler))
 			if err == nil {
 				t.Fatalf("accepted handler {%s}", tc.handler)
 			}
@@ -135,35 +113,4 @@ func TestBadJSONConfigNamesFieldAndExpectation(t *testing.T) {
 			}
 		})
 	}
-}
-
-// jsonConfigWithHandler is a whole Caddy config whose only route runs the
-// processing handler with the given fields, then answers.
-func jsonConfigWithHandler(t testing.TB, fields string) []byte {
-	t.Helper()
-	handler := `{"handler": "processing"`
-	if fields != "" {
-		handler += ", " + fields
-	}
-	handler += "}"
-	storage := mustJSON(t, t.TempDir())
-	return []byte(`{
-	"admin": {"disabled": true},
-	"storage": {"module": "file_system", "root": ` + string(storage) + `},
-	"apps": {"http": {"servers": {"bad": {
-		"listen": ["127.0.0.1:0"],
-		"routes": [{"handle": [` + handler + `, {"handler": "static_response", "body": "ok"}]}]
-	}}}}
-}`)
-}
-
-// validateJSONConfig decodes, provisions and validates cfg the way
-// `caddy validate` does, without starting any server.
-func validateJSONConfig(t testing.TB, cfg []byte) error {
-	t.Helper()
-	var c caddy.Config
-	if err := json.Unmarshal(cfg, &c); err != nil {
-		t.Fatalf("config is not JSON: %v\n%s", err, cfg)
-	}
-	return caddy.Validate(&c)
 }

@@ -21,6 +21,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/c055b0d7/caddy-processing/internal/harness"
+
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -147,12 +149,12 @@ func (s discStage) query(id string) string {
 }
 
 func TestClientDisconnectsAtEveryStage(t *testing.T) {
-	relLeakCheck(t)
-	setBehaviour(t, "disc", discBehaviour)
+	harness.LeakCheck(t)
+	harness.SetBehaviour(t, "disc", discBehaviour)
 	// "before" requests get a long delay so that the client is surely gone
 	// first; the others get 102s every 20 ms, at most 4 (quic-go's client
 	// gives up after 5).
-	port, tlsPort := startCaddy(t, protocolSites(`
+	port, tlsPort := harness.StartCaddy(t, harness.ProtocolSites(`
 	@before query stage=before
 	@others not query stage=before
 	route {
@@ -170,9 +172,9 @@ func TestClientDisconnectsAtEveryStage(t *testing.T) {
 		test_work disc
 	}
 `))
-	h2 := h2Client()
+	h2 := harness.H2Client()
 	defer h2.CloseIdleConnections()
-	h3, closeH3 := h3Client()
+	h3, closeH3 := harness.H3Client()
 	defer closeH3()
 
 	n := 0
@@ -186,7 +188,7 @@ func TestClientDisconnectsAtEveryStage(t *testing.T) {
 				var seen int
 				switch proto {
 				case "HTTP1.1":
-					seen = discRawClient(t, loopback(port), stage, id)
+					seen = discRawClient(t, harness.Loopback(port), stage, id)
 				case "HTTP2":
 					seen = discGoClient(t, h2, fmt.Sprintf("https://127.0.0.1:%d", tlsPort), stage, id)
 				case "HTTP3":
@@ -246,7 +248,7 @@ func TestClientDisconnectsAtEveryStage(t *testing.T) {
 // how many 102s it read before closing.
 func discRawClient(t *testing.T, address string, stage discStage, id string) int {
 	t.Helper()
-	conn, err := dialRaw(address)
+	conn, err := harness.DialRaw(address)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -409,10 +411,10 @@ func discGoClient(t *testing.T, client *http.Client, base string, stage discStag
 // reads the header map, so a change to the map right after is a race.) -race fails the test on any data race; afterwards the
 // server answers, and no 102 follows the last request's end.
 func TestDisconnectStorm(t *testing.T) {
-	relLeakCheck(t)
+	harness.LeakCheck(t)
 	const total = 1000
 	var started atomic.Int64
-	setBehaviour(t, "storm", func(w http.ResponseWriter, r *http.Request) error {
+	harness.SetBehaviour(t, "storm", func(w http.ResponseWriter, r *http.Request) error {
 		started.Add(1)
 		for i := range 40 {
 			w.Header().Set("X-Step", fmt.Sprint(i))
@@ -432,7 +434,7 @@ func TestDisconnectStorm(t *testing.T) {
 		_, err := io.WriteString(w, "whole\n")
 		return err
 	})
-	port, tlsPort := startCaddy(t, protocolSites(`
+	port, tlsPort := harness.StartCaddy(t, harness.ProtocolSites(`
 	@h3 protocol http/3
 	@noth3 not protocol http/3
 	route {
@@ -483,7 +485,7 @@ func TestDisconnectStorm(t *testing.T) {
 			defer wg.Done()
 			defer func() { <-sem }()
 			if kind == "raw-h1" {
-				stormRaw(t, loopback(port), after, upload)
+				stormRaw(t, harness.Loopback(port), after, upload)
 				return
 			}
 			base := fmt.Sprintf("https://127.0.0.1:%d", tlsPort)
@@ -507,7 +509,7 @@ func TestDisconnectStorm(t *testing.T) {
 	}
 	wg.Wait()
 	// Every request that reached the handler has left processing.
-	eventually(t, "every request over", func() bool { return relRequestsOver.Load()-over0 == started.Load()-started0 })
+	harness.Eventually(t, "every request over", func() bool { return relRequestsOver.Load()-over0 == started.Load()-started0 })
 	relAssertNoMoreInterims(t, 100*time.Millisecond)
 	// The storm only proves something if requests were cut while their
 	// 102s went out: cuts fall evenly over the 40 ms of a request, so
@@ -519,17 +521,17 @@ func TestDisconnectStorm(t *testing.T) {
 	}
 
 	// And the server still works.
-	res := rawRequest(t, loopback(port), rawGet("/"), readToClose)
+	res := harness.RawRequest(t, harness.Loopback(port), harness.RawGet("/"), harness.ReadToClose)
 	if res.Status != 200 || string(res.Body) != "half\nwhole\n" || len(res.After) != 0 {
 		t.Fatalf("after the storm: %d %q %q", res.Status, res.Body, res.After)
 	}
-	relCheckProgress(t, res, 1)
+	harness.CheckProgress(t, res, 1)
 }
 
 // stormRaw sends a request and closes the connection after the given time,
 // reading whatever came meanwhile.
 func stormRaw(t *testing.T, address string, after time.Duration, upload bool) {
-	conn, err := dialRaw(address)
+	conn, err := harness.DialRaw(address)
 	if err != nil {
 		t.Error(err)
 		return

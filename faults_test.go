@@ -24,6 +24,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/c055b0d7/caddy-processing/internal/harness"
+
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 )
@@ -63,19 +65,19 @@ const relHandleErrors = `
 `
 
 func TestDownstreamFailureAfterInterimsAnsweredByHandleErrors(t *testing.T) {
-	relLeakCheck(t)
-	setBehaviour(t, "panic_late", failLate(func() error { panic("boom after 102s") }))
-	setBehaviour(t, "error_late", failLate(func() error {
+	harness.LeakCheck(t)
+	harness.SetBehaviour(t, "panic_late", failLate(func() error { panic("boom after 102s") }))
+	harness.SetBehaviour(t, "error_late", failLate(func() error {
 		return caddyhttp.Error(http.StatusServiceUnavailable, errors.New("backend went away"))
 	}))
-	port, tlsPort := startCaddy(t, protocolSites(relProgress+`
+	port, tlsPort := harness.StartCaddy(t, harness.ProtocolSites(relProgress+`
 	@panic path /panic
 	test_work @panic panic_late
 	test_work error_late
 `+relHandleErrors))
-	h2 := h2Client()
+	h2 := harness.H2Client()
 	defer h2.CloseIdleConnections()
-	h3, closeH3 := h3Client()
+	h3, closeH3 := harness.H3Client()
 	defer closeH3()
 
 	for _, tc := range []struct {
@@ -83,8 +85,8 @@ func TestDownstreamFailureAfterInterimsAnsweredByHandleErrors(t *testing.T) {
 		code int
 	}{{"/panic", 500}, {"/error", 503}} {
 		t.Run(tc.path[1:]+"/HTTP1.1", func(t *testing.T) {
-			res := rawRequest(t, loopback(port), rawGet(tc.path), readToClose)
-			relCheckProgress(t, res, 2)
+			res := harness.RawRequest(t, harness.Loopback(port), harness.RawGet(tc.path), harness.ReadToClose)
+			harness.CheckProgress(t, res, 2)
 			wantBody := fmt.Sprintf("handled %d", tc.code)
 			if res.Status != tc.code || string(res.Body) != wantBody || res.Header.Get("X-Handled") != "yes" {
 				t.Fatalf("final %d %q (X-Handled %q), want %d %q from handle_errors:\n%s",
@@ -99,19 +101,19 @@ func TestDownstreamFailureAfterInterimsAnsweredByHandleErrors(t *testing.T) {
 			client *http.Client
 		}{{"HTTP2", h2}, {"HTTP3", h3}} {
 			t.Run(tc.path[1:]+"/"+pc.name, func(t *testing.T) {
-				req, _ := http.NewRequestWithContext(withTimeout(t, 30*time.Second), "GET", fmt.Sprintf("https://127.0.0.1:%d%s", tlsPort, tc.path), nil)
-				s, err := tracedDo(t, pc.client, req)
+				req, _ := http.NewRequestWithContext(harness.WithTimeout(t, 30*time.Second), "GET", fmt.Sprintf("https://127.0.0.1:%d%s", tlsPort, tc.path), nil)
+				s, err := harness.TracedDo(t, pc.client, req)
 				if err != nil {
 					t.Fatal(err)
 				}
 				if s.Status != tc.code || string(s.Body) != fmt.Sprintf("handled %d", tc.code) {
 					t.Fatalf("final %d %q", s.Status, s.Body)
 				}
-				if n := s.count(102); n < 2 || n != len(s.Interims) {
+				if n := s.Count(102); n < 2 || n != len(s.Interims) {
 					t.Fatalf("interims %+v, want 2 or more 102s only", s.Interims)
 				}
 				for i, in := range s.Interims {
-					if err := checkProgressHeader(i+1, in.Header); err != nil {
+					if err := harness.CheckProgressHeader(i+1, in.Header); err != nil {
 						t.Fatal(err)
 					}
 				}
@@ -122,10 +124,10 @@ func TestDownstreamFailureAfterInterimsAnsweredByHandleErrors(t *testing.T) {
 }
 
 func TestAbortHandlerAfterInterimsDropsConnection(t *testing.T) {
-	relLeakCheck(t)
-	setBehaviour(t, "abort_late", failLate(func() error { panic(http.ErrAbortHandler) }))
-	setBehaviour(t, "fine", sleepThen(0, "still up"))
-	port, _ := startCaddy(t, `
+	harness.LeakCheck(t)
+	harness.SetBehaviour(t, "abort_late", failLate(func() error { panic(http.ErrAbortHandler) }))
+	harness.SetBehaviour(t, "fine", harness.SleepThen(0, "still up"))
+	port, _ := harness.StartCaddy(t, `
 http://127.0.0.1:{PORT} {
 `+relProgress+`
 	@abort path /abort
@@ -137,14 +139,14 @@ http://127.0.0.1:{PORT} {
 	// http.ErrAbortHandler asks net/http to cut the response short: the
 	// client sees 102s and then the connection closing, never a made-up
 	// final response.
-	res, err := rawExchange(loopback(port), "GET /abort HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-	if !(errors.Is(err, io.EOF) || isConnReset(err)) || res.Status != 0 {
+	res, err := harness.RawExchange(harness.Loopback(port), "GET /abort HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+	if !(errors.Is(err, io.EOF) || harness.IsConnReset(err)) || res.Status != 0 {
 		t.Fatalf("want 102s then a closed connection, got status %d, err %v:\n%s", res.Status, err, res.Wire)
 	}
-	relCheckProgress(t, res, 2)
+	harness.CheckProgress(t, res, 2)
 
 	// A panic in one request costs nothing to the next.
-	res = rawRequest(t, loopback(port), rawGet("/"), readToClose)
+	res = harness.RawRequest(t, harness.Loopback(port), harness.RawGet("/"), harness.ReadToClose)
 	if res.Status != 200 || string(res.Body) != "still up" || len(res.After) != 0 {
 		t.Fatalf("next request: %d %q %q", res.Status, res.Body, res.After)
 	}
@@ -152,11 +154,11 @@ http://127.0.0.1:{PORT} {
 }
 
 func TestPanicBeforeFirstInterimGoesToNetHTTP(t *testing.T) {
-	relLeakCheck(t)
-	setBehaviour(t, "panic_early", func(w http.ResponseWriter, r *http.Request) error {
+	harness.LeakCheck(t)
+	harness.SetBehaviour(t, "panic_early", func(w http.ResponseWriter, r *http.Request) error {
 		panic("boom before any 102")
 	})
-	port, _ := startCaddy(t, `
+	port, _ := harness.StartCaddy(t, `
 http://127.0.0.1:{PORT} {
 	processing 10s
 	test_work panic_early
@@ -165,8 +167,8 @@ http://127.0.0.1:{PORT} {
 `)
 	// Without a 102 sent, the module leaves the panic alone: net/http logs
 	// it and closes the connection, as it would without the module.
-	res, err := rawExchange(loopback(port), "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-	if !(errors.Is(err, io.EOF) || isConnReset(err)) || len(res.Wire) != 0 {
+	res, err := harness.RawExchange(harness.Loopback(port), "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+	if !(errors.Is(err, io.EOF) || harness.IsConnReset(err)) || len(res.Wire) != 0 {
 		t.Fatalf("want the connection closed without a byte, got %q, %v", res.Wire, err)
 	}
 }
@@ -219,7 +221,7 @@ func relWebSocketAccept(key string) string {
 }
 
 func TestUpgradeEndsInterimsAndTunnelWorks(t *testing.T) {
-	relLeakCheck(t)
+	harness.LeakCheck(t)
 	for _, tc := range []struct {
 		name    string
 		wait    time.Duration
@@ -230,13 +232,13 @@ func TestUpgradeEndsInterimsAndTunnelWorks(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			upstream := relEchoUpstream(t, tc.wait)
-			port, _ := startCaddy(t, `
+			port, _ := harness.StartCaddy(t, `
 http://127.0.0.1:{PORT} {
 `+relProgress+`
 	reverse_proxy `+upstream+`
 }
 `)
-			conn, err := dialRaw(loopback(port))
+			conn, err := harness.DialRaw(harness.Loopback(port))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -250,7 +252,7 @@ http://127.0.0.1:{PORT} {
 			// One reader for the handshake and the tunnel, so that bytes
 			// after the 101 are never lost in a buffer.
 			br := bufio.NewReader(conn)
-			res, err := readRawResponse(br, start, false)
+			res, err := harness.ReadRawResponse(br, start, false)
 			if err != nil {
 				t.Fatalf("handshake: %v\n%s", err, res.Wire)
 			}
@@ -258,7 +260,7 @@ http://127.0.0.1:{PORT} {
 				!strings.EqualFold(res.Header.Get("Upgrade"), "websocket") {
 				t.Fatalf("handshake answer:\n%s", res.Wire)
 			}
-			relCheckProgress(t, res, tc.atLeast)
+			harness.CheckProgress(t, res, tc.atLeast)
 
 			// The tunnel stays open for many intervals: had a timer
 			// survived the 101, its 102 would be among the echoed bytes.
@@ -275,7 +277,7 @@ http://127.0.0.1:{PORT} {
 			}
 			_ = conn.(*net.TCPConn).CloseWrite()
 			rest, err := io.ReadAll(br)
-			if len(rest) != 0 || (err != nil && !isConnReset(err)) {
+			if len(rest) != 0 || (err != nil && !harness.IsConnReset(err)) {
 				t.Fatalf("after the tunnel closed: %q, %v", rest, err)
 			}
 		})
@@ -288,7 +290,7 @@ http://127.0.0.1:{PORT} {
 // relAdminGlobals is the harness's global options with the admin endpoint
 // on a loopback port, so that the test can reload as `caddy reload` does.
 func relAdminGlobals(t *testing.T, adminPort int) string {
-	g := globalOptions(t)
+	g := harness.GlobalOptions(t)
 	out := strings.Replace(g, "admin off", fmt.Sprintf("admin 127.0.0.1:%d", adminPort), 1)
 	if out == g {
 		t.Fatal("harness global options no longer say `admin off`")
@@ -302,8 +304,8 @@ func relAdminGlobals(t *testing.T, adminPort int) string {
 func relLongRequests(t *testing.T, port, tlsPort, n int, body, config string) (wait func()) {
 	t.Helper()
 	var wg sync.WaitGroup
-	h2 := h2Client()
-	h3, closeH3 := h3Client()
+	h2 := harness.H2Client()
+	h3, closeH3 := harness.H3Client()
 	check := func(kind string, status int, gotBody []byte, interims []http.Header) {
 		if status != 200 || string(gotBody) != body {
 			t.Errorf("%s: final %d %q, want 200 %q", kind, status, gotBody, body)
@@ -321,7 +323,7 @@ func relLongRequests(t *testing.T, port, tlsPort, n int, body, config string) (w
 		wg.Add(3)
 		go func() {
 			defer wg.Done()
-			res, err := rawExchange(loopback(port), rawGet("/"), readToClose)
+			res, err := harness.RawExchange(harness.Loopback(port), harness.RawGet("/"), harness.ReadToClose)
 			if err != nil {
 				t.Errorf("HTTP/1.1: %v\n%s", err, res.Wire)
 				return
@@ -345,7 +347,7 @@ func relLongRequests(t *testing.T, port, tlsPort, n int, body, config string) (w
 			go func() {
 				defer wg.Done()
 				req, _ := http.NewRequest("GET", fmt.Sprintf("https://127.0.0.1:%d/", tlsPort), nil)
-				s, err := tracedDo(t, pc.client, req)
+				s, err := harness.TracedDo(t, pc.client, req)
 				if err != nil {
 					t.Errorf("%s: %v", pc.kind, err)
 					return
@@ -369,11 +371,11 @@ func relLongRequests(t *testing.T, port, tlsPort, n int, body, config string) (w
 }
 
 func TestReloadAndStopWithLongRequestsInFlight(t *testing.T) {
-	relLeakCheck(t)
-	setBehaviour(t, "long", sleepThen(1200*time.Millisecond, "long done"))
-	adminPort, port, tlsPort := freePort(t), freePort(t), freePort(t)
+	harness.LeakCheck(t)
+	harness.SetBehaviour(t, "long", harness.SleepThen(1200*time.Millisecond, "long done"))
+	adminPort, port, tlsPort := harness.FreePort(t), harness.FreePort(t), harness.FreePort(t)
 	config := func(name string) []byte {
-		sites := protocolSites(`
+		sites := harness.ProtocolSites(`
 	processing {
 		delay 200ms
 		interval 200ms
@@ -384,10 +386,10 @@ func TestReloadAndStopWithLongRequestsInFlight(t *testing.T) {
 `)
 		sites = strings.ReplaceAll(sites, "{PORT}", strconv.Itoa(port))
 		sites = strings.ReplaceAll(sites, "{TLSPORT}", strconv.Itoa(tlsPort))
-		return adapt(t, relAdminGlobals(t, adminPort)+sites)
+		return harness.Adapt(t, relAdminGlobals(t, adminPort)+sites)
 	}
 	// caddy.Stop leaves the admin endpoint serving. Once Caddy has stopped
-	// at the end of the test (this cleanup runs after loadConfig's), a
+	// at the end of the test (this cleanup runs after harness.LoadConfig's), a
 	// config with the endpoint disabled closes it.
 	t.Cleanup(func() {
 		if err := caddy.Load([]byte(`{"admin": {"disabled": true, "config": {"persist": false}}}`), true); err != nil {
@@ -397,8 +399,8 @@ func TestReloadAndStopWithLongRequestsInFlight(t *testing.T) {
 			t.Errorf("stopping Caddy: %v", err)
 		}
 	})
-	loadConfig(t, config("v1"))
-	waitForTLS(t, tlsPort)
+	harness.LoadConfig(t, config("v1"))
+	harness.WaitForTLS(t, tlsPort)
 
 	// Reload through the admin endpoint, as `caddy reload` does, while
 	// requests of the first config are in their 102s.
@@ -458,16 +460,16 @@ func caddyStopFromAdmin(adminPort int) error {
 // stop` the process exits then), so the request goes on after the stop:
 // its 102s and its final response must stay whole, and nothing may follow.
 func TestStopPastGracePeriodKeepsResponsesWhole(t *testing.T) {
-	relLeakCheck(t)
-	setBehaviour(t, "very_long", sleepThen(1500*time.Millisecond, "very long done"))
-	port := freePort(t)
-	loadConfig(t, adapt(t, strings.Replace(globalOptions(t), "{", "{\n\tgrace_period 300ms", 1)+`
+	harness.LeakCheck(t)
+	harness.SetBehaviour(t, "very_long", harness.SleepThen(1500*time.Millisecond, "very long done"))
+	port := harness.FreePort(t)
+	harness.LoadConfig(t, harness.Adapt(t, strings.Replace(harness.GlobalOptions(t), "{", "{\n\tgrace_period 300ms", 1)+`
 http://127.0.0.1:`+strconv.Itoa(port)+` {
 `+relProgress+`
 	test_work very_long
 }
 `))
-	conn, err := dialRaw(loopback(port))
+	conn, err := harness.DialRaw(harness.Loopback(port))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -481,16 +483,16 @@ http://127.0.0.1:`+strconv.Itoa(port)+` {
 		t.Fatal(err)
 	}
 	br := bufio.NewReader(conn)
-	res, err := readRawResponse(br, start, false)
+	res, err := harness.ReadRawResponse(br, start, false)
 	if err != nil {
 		t.Fatalf("%v\n%s", err, res.Wire)
 	}
-	relCheckProgress(t, res, 4)
+	harness.CheckProgress(t, res, 4)
 	if res.Status != 200 || string(res.Body) != "very long done" {
 		t.Fatalf("final %d %q", res.Status, res.Body)
 	}
 	// Go closes a connection that outlived Shutdown after its response.
-	if after, err := io.ReadAll(br); len(after) != 0 || (err != nil && !isConnReset(err)) {
+	if after, err := io.ReadAll(br); len(after) != 0 || (err != nil && !harness.IsConnReset(err)) {
 		t.Fatalf("after the final response: %q, %v", after, err)
 	}
 	relAssertNoMoreInterims(t, 100*time.Millisecond)
@@ -499,16 +501,16 @@ http://127.0.0.1:`+strconv.Itoa(port)+` {
 // TestPanicAfterInterimsWithoutHandleErrorsGives500: with no error routes,
 // Caddy answers the converted panic with its bare 500.
 func TestPanicAfterInterimsWithoutHandleErrorsGives500(t *testing.T) {
-	relLeakCheck(t)
-	setBehaviour(t, "panic_late", failLate(func() error { panic("boom after 102s") }))
-	port, _ := startCaddy(t, `
+	harness.LeakCheck(t)
+	harness.SetBehaviour(t, "panic_late", failLate(func() error { panic("boom after 102s") }))
+	port, _ := harness.StartCaddy(t, `
 http://127.0.0.1:{PORT} {
 `+relProgress+`
 	test_work panic_late
 }
 `)
-	res := rawRequest(t, loopback(port), rawGet("/"), readToClose)
-	relCheckProgress(t, res, 2)
+	res := harness.RawRequest(t, harness.Loopback(port), harness.RawGet("/"), harness.ReadToClose)
+	harness.CheckProgress(t, res, 2)
 	if res.Status != 500 || len(res.Body) != 0 || len(res.After) != 0 {
 		t.Fatalf("want a bare 500 and nothing after, got %d %q then %q", res.Status, res.Body, res.After)
 	}
@@ -522,7 +524,7 @@ http://127.0.0.1:{PORT} {
 // numbered field, a 103 with the upstream's Link (in the upstream's order)
 // and no X-Progress, and the final response after all of them.
 func TestUpstreamInterimsMeetTicks(t *testing.T) {
-	relLeakCheck(t)
+	harness.LeakCheck(t)
 	const hints = 20
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -541,7 +543,7 @@ func TestUpstreamInterimsMeetTicks(t *testing.T) {
 	go func() { _ = upstream.Serve(ln) }()
 	t.Cleanup(func() { _ = upstream.Close() })
 
-	port, _ := startCaddy(t, `
+	port, _ := harness.StartCaddy(t, `
 http://127.0.0.1:{PORT} {
 	processing {
 		delay 1ms
@@ -559,7 +561,7 @@ http://127.0.0.1:{PORT} {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			res, err := rawExchange(loopback(port), rawGet("/"), readToClose)
+			res, err := harness.RawExchange(harness.Loopback(port), harness.RawGet("/"), harness.ReadToClose)
 			if err != nil {
 				t.Errorf("%v\n%s", err, res.Wire)
 				return
@@ -570,7 +572,7 @@ http://127.0.0.1:{PORT} {
 				switch in.Code {
 				case http.StatusProcessing:
 					seen102++
-					want = progress102(seen102)
+					want = harness.Progress102(seen102)
 				case http.StatusEarlyHints:
 					// A forwarded 1xx carries what Caddy would put on it
 					// without the module: the upstream's fields and the

@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 	"unsafe"
+
+	"github.com/c055b0d7/caddy-processing/internal/harness"
 )
 
 // What the module may add per waiting request (docs/failures.md, "Many
@@ -49,8 +51,8 @@ func floodHeap() uint64 {
 }
 
 func TestIdleFloodCostAndMax(t *testing.T) {
-	relLeakCheck(t)
-	n := envCount(t, "FLOOD_REQUESTS", 400)
+	harness.LeakCheck(t)
+	n := harness.EnvCount(t, "FLOOD_REQUESTS", 400)
 	const max102 = 3
 	var (
 		started atomic.Int64
@@ -61,7 +63,7 @@ func TestIdleFloodCostAndMax(t *testing.T) {
 	fresh := make(chan struct{})
 	release.Store(&fresh)
 	releaseOf := func() chan struct{} { return *release.Load() }
-	setBehaviour(t, "flood", func(w http.ResponseWriter, r *http.Request) error {
+	harness.SetBehaviour(t, "flood", func(w http.ResponseWriter, r *http.Request) error {
 		rel := releaseOf()
 		started.Add(1)
 		select {
@@ -73,7 +75,7 @@ func TestIdleFloodCostAndMax(t *testing.T) {
 		_, err := w.Write([]byte("done"))
 		return err
 	})
-	port, _ := startCaddy(t, `
+	port, _ := harness.StartCaddy(t, `
 http://127.0.0.1:{PORT} {
 	@proc path /proc
 	processing @proc {
@@ -92,16 +94,16 @@ http://127.0.0.1:{PORT} {
 		started.Store(0)
 		conns := make([]net.Conn, 0, n)
 		for range n {
-			conn, err := dialRaw(loopback(port))
+			conn, err := harness.DialRaw(harness.Loopback(port))
 			if err != nil {
 				t.Fatal(err)
 			}
 			conns = append(conns, conn)
-			if _, err := io.WriteString(conn, rawGet(path)); err != nil {
+			if _, err := io.WriteString(conn, harness.RawGet(path)); err != nil {
 				t.Fatal(err)
 			}
 		}
-		eventually(t, fmt.Sprintf("%d requests to %s waiting", n, path), func() bool { return started.Load() == int64(n) })
+		harness.Eventually(t, fmt.Sprintf("%d requests to %s waiting", n, path), func() bool { return started.Load() == int64(n) })
 		return conns
 	}
 	// finish lets the upstream answer and reads every response, checking
@@ -109,7 +111,7 @@ http://127.0.0.1:{PORT} {
 	finish := func(conns []net.Conn, want int) {
 		close(releaseOf())
 		for i, conn := range conns {
-			res, err := readRawResponse(bufio.NewReader(conn), time.Now(), false)
+			res, err := harness.ReadRawResponse(bufio.NewReader(conn), time.Now(), false)
 			conn.Close()
 			if err != nil {
 				t.Fatalf("request %d: %v\n%s", i, err, res.Wire)
@@ -120,7 +122,7 @@ http://127.0.0.1:{PORT} {
 			if len(res.Interims) != want {
 				t.Fatalf("request %d got %d 102s, want %d:\n%s", i, len(res.Interims), want, res.Wire)
 			}
-			relCheckProgress(t, res, want)
+			harness.CheckProgress(t, res, want)
 		}
 		next := make(chan struct{})
 		release.Store(&next)

@@ -19,6 +19,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/c055b0d7/caddy-processing/internal/harness"
+
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 )
@@ -180,7 +182,7 @@ func FuzzJSONConfig(f *testing.F) {
 // line and nothing else, none at all to HTTP/1.0, a 100 Continue never after
 // a 102, and the handler's own fields only on the final response.
 func FuzzRequestHeaders(f *testing.F) {
-	setBehaviour(f, "fuzz_headers", func(w http.ResponseWriter, r *http.Request) error {
+	harness.SetBehaviour(f, "fuzz_headers", func(w http.ResponseWriter, r *http.Request) error {
 		n, err := io.Copy(io.Discard, r.Body)
 		if err != nil {
 			return err
@@ -194,7 +196,7 @@ func FuzzRequestHeaders(f *testing.F) {
 		_, err = fmt.Fprintf(w, "ok:%d", n)
 		return err
 	})
-	port, _ := startCaddy(f, `
+	port, _ := harness.StartCaddy(f, `
 http://127.0.0.1:{PORT} {
 	processing {
 		delay 1ms
@@ -258,12 +260,12 @@ http://127.0.0.1:{PORT} {
 
 		// The server may answer and close before all of a bad request is
 		// written: what it sent is checked below.
-		res, err := rawExchange(loopback(port), req.String(), readToClose)
+		res, err := harness.RawExchange(harness.Loopback(port), req.String(), harness.ReadToClose)
 		var netErr *net.OpError
 		if errors.As(err, &netErr) && netErr.Op == "dial" {
 			t.Fatalf("server is down: %v", err)
 		}
-		if err != nil && !errors.Is(err, io.EOF) && !isConnReset(err) {
+		if err != nil && !errors.Is(err, io.EOF) && !harness.IsConnReset(err) {
 			t.Fatalf("malformed response to %q: %v\n%q", req.String(), err, res.Wire)
 		}
 		if res.Status == 0 {
@@ -283,7 +285,7 @@ http://127.0.0.1:{PORT} {
 			switch in.Code {
 			case http.StatusProcessing:
 				sent102++
-				if want := progress102(sent102); in.Raw != want {
+				if want := harness.Progress102(sent102); in.Raw != want {
 					t.Fatalf("102 number %d is %q, want %q", sent102, in.Raw, want)
 				}
 			case http.StatusContinue:

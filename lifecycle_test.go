@@ -23,6 +23,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/c055b0d7/caddy-processing/internal/harness"
+
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
@@ -79,7 +81,7 @@ func stuckListener(t testing.TB) string {
 func TestNoVariableWriteAfterClientGivesUpDuringDial(t *testing.T) {
 	stuck := stuckListener(t)
 	accessLog := filepath.Join(t.TempDir(), "access.log")
-	port, _ := startCaddy(t, fmt.Sprintf(`
+	port, _ := harness.StartCaddy(t, fmt.Sprintf(`
 http://127.0.0.1:{PORT} {
 	log {
 		output file %s
@@ -98,7 +100,7 @@ http://127.0.0.1:{PORT} {
 
 	const requests, concurrency = 300, 20
 	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
-	trackTransport(client.Transport.(*http.Transport))
+	harness.TrackTransport(client.Transport.(*http.Transport))
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	gaveUp := 0
@@ -133,13 +135,13 @@ http://127.0.0.1:{PORT} {
 	// The transport's dials end at its dial timeout; wait for them, so that
 	// the leak check at the end of the run does not see them and every
 	// request that reached Caddy is in the access log.
-	eventually(t, "the upstream dials to end", func() bool {
+	harness.Eventually(t, "the upstream dials to end", func() bool {
 		return !strings.Contains(allStacks(), "reverseproxy.(*HTTPTransport).NewTransport")
 	})
 	// Each request that reached Caddy (a client may give up before it
 	// did) is logged with its count as a number: the module's variable is
 	// readable after the handler returned.
-	entries := readJSONLines(t, accessLog)
+	entries := harness.ReadJSONLines(t, accessLog)
 	if len(entries) < requests/3 {
 		t.Fatalf("only %d access log entries for %d requests", len(entries), requests)
 	}
@@ -188,7 +190,7 @@ func (l *lateUse) second(w http.ResponseWriter, r *http.Request) error {
 
 // checkSecondRaw asserts that the second request's connection carried only
 // its own bare 102s and its own final response.
-func checkSecondRaw(t *testing.T, res *rawResponse) {
+func checkSecondRaw(t *testing.T, res *harness.RawResponse) {
 	t.Helper()
 	if res.Status != 200 || string(res.Body) != "second" {
 		t.Fatalf("second request: %d %q\n%s", res.Status, res.Body, res.Wire)
@@ -223,7 +225,7 @@ http://127.0.0.1:{PORT} {
 func TestLateFirstBodyReadTouchesNoOtherResponse(t *testing.T) {
 	l := newLateUse()
 	readErr := make(chan error, 1)
-	setBehaviour(t, "first", func(w http.ResponseWriter, r *http.Request) error {
+	harness.SetBehaviour(t, "first", func(w http.ResponseWriter, r *http.Request) error {
 		body := r.Body
 		go func() {
 			defer close(l.used)
@@ -234,14 +236,14 @@ func TestLateFirstBodyReadTouchesNoOtherResponse(t *testing.T) {
 		_, err := io.WriteString(w, "first")
 		return err
 	})
-	setBehaviour(t, "second", l.second)
-	port, _ := startCaddy(t, lateUseSites)
+	harness.SetBehaviour(t, "second", l.second)
+	port, _ := harness.StartCaddy(t, lateUseSites)
 
-	first := rawRequest(t, loopback(port), "POST /first HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 5\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n")
+	first := harness.RawRequest(t, harness.Loopback(port), "POST /first HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 5\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n")
 	if first.Status != 200 || string(first.Body) != "first" || len(first.Interims) != 0 {
 		t.Fatalf("first request: %d %q with %d interims\n%s", first.Status, first.Body, len(first.Interims), first.Wire)
 	}
-	second := rawRequest(t, loopback(port), rawGet("/second"))
+	second := harness.RawRequest(t, harness.Loopback(port), harness.RawGet("/second"))
 	checkSecondRaw(t, second)
 	if err := <-readErr; err == nil {
 		t.Errorf("a first read of a finished request's body succeeded; want net/http's error")
@@ -259,7 +261,7 @@ func TestLateInterimFromAGoroutineTouchesNoOtherResponse(t *testing.T) {
 		t.Run(proto, func(t *testing.T) {
 			l := newLateUse()
 			late := make(chan error, 1)
-			setBehaviour(t, "first", func(w http.ResponseWriter, r *http.Request) error {
+			harness.SetBehaviour(t, "first", func(w http.ResponseWriter, r *http.Request) error {
 				go func() {
 					defer close(l.used)
 					<-l.secondWaiting
@@ -272,30 +274,30 @@ func TestLateInterimFromAGoroutineTouchesNoOtherResponse(t *testing.T) {
 				_, err := io.WriteString(w, "first")
 				return err
 			})
-			setBehaviour(t, "second", l.second)
-			port, _ := startCaddy(t, lateUseSites)
+			harness.SetBehaviour(t, "second", l.second)
+			port, _ := harness.StartCaddy(t, lateUseSites)
 
 			if proto == "HTTP/1.1" {
-				first := rawRequest(t, loopback(port), rawGet("/first"))
+				first := harness.RawRequest(t, harness.Loopback(port), harness.RawGet("/first"))
 				if first.Status != 200 || string(first.Body) != "first" || len(first.Interims) != 0 {
 					t.Fatalf("first request: %d %q\n%s", first.Status, first.Body, first.Wire)
 				}
-				checkSecondRaw(t, rawRequest(t, loopback(port), rawGet("/second")))
+				checkSecondRaw(t, harness.RawRequest(t, harness.Loopback(port), harness.RawGet("/second")))
 			} else {
 				// One HTTP/2 connection carries both requests.
-				client := h2cClient()
+				client := harness.H2CClient()
 				base := fmt.Sprintf("http://127.0.0.1:%d", port)
 				req, _ := http.NewRequest("GET", base+"/first", nil)
-				first, err := tracedDo(t, client, req)
+				first, err := harness.TracedDo(t, client, req)
 				if err != nil || first.Status != 200 || string(first.Body) != "first" || len(first.Interims) != 0 {
 					t.Fatalf("first request: %v %+v", err, first)
 				}
 				req, _ = http.NewRequest("GET", base+"/second", nil)
-				second, err := tracedDo(t, client, req)
+				second, err := harness.TracedDo(t, client, req)
 				if err != nil || second.Status != 200 || string(second.Body) != "second" {
 					t.Fatalf("second request: %v %+v", err, second)
 				}
-				if second.count(http.StatusProcessing) == 0 || second.count(http.StatusProcessing) != len(second.Interims) {
+				if second.Count(http.StatusProcessing) == 0 || second.Count(http.StatusProcessing) != len(second.Interims) {
 					t.Fatalf("second request's interim responses: %+v", second.Interims)
 				}
 				for _, in := range second.Interims {
@@ -319,9 +321,9 @@ func TestLateInterimFromAGoroutineTouchesNoOtherResponse(t *testing.T) {
 // (log_append) and as digits through its placeholder, and 0 for a request
 // the module leaves alone.
 func TestInterimCountVariable(t *testing.T) {
-	setBehaviour(t, "slow", sleepThen(250*time.Millisecond, "done"))
+	harness.SetBehaviour(t, "slow", harness.SleepThen(250*time.Millisecond, "done"))
 	accessLog := filepath.Join(t.TempDir(), "access.log")
-	port, _ := startCaddy(t, fmt.Sprintf(`
+	port, _ := harness.StartCaddy(t, fmt.Sprintf(`
 http://127.0.0.1:{PORT} {
 	log {
 		output file %s
@@ -353,7 +355,7 @@ http://127.0.0.1:{PORT} {
 	}
 	want := map[string]float64{}
 	for _, c := range cases {
-		res := rawRequest(t, loopback(port), c.request)
+		res := harness.RawRequest(t, harness.Loopback(port), c.request)
 		n := len(res.Interims)
 		if res.Status != 200 || string(res.Body) != "done" || (n > 0) != c.some {
 			t.Fatalf("%s: %d %q with %d interims\n%s", c.name, res.Status, res.Body, n, res.Wire)
@@ -366,8 +368,8 @@ http://127.0.0.1:{PORT} {
 		uri := strings.Fields(c.request)[1]
 		want[uri] = float64(n)
 	}
-	eventually(t, "the access log", func() bool { return len(readJSONLines(t, accessLog)) >= len(cases) })
-	for _, e := range readJSONLines(t, accessLog) {
+	harness.Eventually(t, "the access log", func() bool { return len(harness.ReadJSONLines(t, accessLog)) >= len(cases) })
+	for _, e := range harness.ReadJSONLines(t, accessLog) {
 		req, _ := e["request"].(map[string]any)
 		uri, _ := req["uri"].(string)
 		n, ok := e["interim_count"].(float64)
@@ -391,8 +393,8 @@ http://127.0.0.1:{PORT} {
 // own, off the wheel's: another request's 102s keep coming meanwhile.
 func TestStalledClientHoldsBackNoOtherRequest(t *testing.T) {
 	release := make(chan struct{})
-	setBehaviour(t, "hold", holdUntil(release))
-	port, _ := startCaddy(t, `
+	harness.SetBehaviour(t, "hold", holdUntil(release))
+	port, _ := harness.StartCaddy(t, `
 http://127.0.0.1:{PORT} {
 	processing 2ms {
 		header X-Pad `+strings.Repeat("x", 8000)+`
@@ -401,7 +403,7 @@ http://127.0.0.1:{PORT} {
 }
 `)
 	// The stalled client: a small receive buffer, and it never reads.
-	stalled, err := stallingDialer.Dial("tcp", loopback(port))
+	stalled, err := stallingDialer.Dial("tcp", harness.Loopback(port))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -409,12 +411,12 @@ http://127.0.0.1:{PORT} {
 		t.Fatal(err)
 	}
 	// Wait until a 102 of the stalled request is blocked in its write.
-	eventually(t, "a 102 blocked on the stalled client", func() bool {
+	harness.Eventually(t, "a 102 blocked on the stalled client", func() bool {
 		return countStacks("(*interimWriter).due", "poll.(*FD).Write") > 0
 	})
 
 	time.AfterFunc(400*time.Millisecond, func() { close(release) })
-	res := rawRequest(t, loopback(port), rawGet("/other"))
+	res := harness.RawRequest(t, harness.Loopback(port), harness.RawGet("/other"))
 	if res.Status != 200 || string(res.Body) != "done" {
 		t.Fatalf("the other request: %d %q", res.Status, res.Body)
 	}
@@ -439,7 +441,7 @@ func TestStalledHTTP2ClientHoldsBackNoOtherRequest(t *testing.T) {
 	const stalledStreams, others = 100, 30
 	release := make(chan struct{})
 	hold := holdUntil(release)
-	setBehaviour(t, "stall", func(w http.ResponseWriter, r *http.Request) error {
+	harness.SetBehaviour(t, "stall", func(w http.ResponseWriter, r *http.Request) error {
 		if r.URL.Path == "/endless" {
 			chunk := make([]byte, 32<<10)
 			for {
@@ -450,7 +452,7 @@ func TestStalledHTTP2ClientHoldsBackNoOtherRequest(t *testing.T) {
 		}
 		return hold(w, r)
 	})
-	port, _ := startCaddy(t, `
+	port, _ := harness.StartCaddy(t, `
 http://127.0.0.1:{PORT} {
 	processing {
 		delay 100ms
@@ -459,12 +461,12 @@ http://127.0.0.1:{PORT} {
 	test_work stall
 }
 `)
-	stalled := dialStalledH2C(t, loopback(port))
+	stalled := dialStalledH2C(t, harness.Loopback(port))
 	defer stalled.Close()
 	// Stream 1 downloads the endless body; windows wide open, the server
 	// sends until its socket is full, and its frame writer blocks.
 	stalled.request(t, 1, "/endless")
-	eventually(t, "the stalled connection's frame writer blocked on the socket", func() bool {
+	harness.Eventually(t, "the stalled connection's frame writer blocked on the socket", func() bool {
 		return countStacks("(*serverConn).writeFrameAsync", "poll.(*FD).Write") > 0
 	})
 
@@ -486,23 +488,23 @@ http://127.0.0.1:{PORT} {
 	}
 	// The others start a grid step (25 ms at this interval) later, so that
 	// their 102s come after the stalled ones in the tick that takes them.
-	eventually(t, "the stalled streams listed on the wheel", func() bool {
+	harness.Eventually(t, "the stalled streams listed on the wheel", func() bool {
 		wh.mu.Lock()
 		defer wh.mu.Unlock()
 		return wh.n >= stalledStreams
 	})
 	time.Sleep(30 * time.Millisecond)
-	client := h2cClient()
-	results := make([]*seen, others)
+	client := harness.H2CClient()
+	results := make([]*harness.Seen, others)
 	errs := make([]error, others)
 	var wg sync.WaitGroup
 	for i := range others {
 		wg.Go(func() {
-			req, _ := http.NewRequest(http.MethodGet, fmt.Sprintf("http://%s/other/%d", loopback(port), i), nil)
-			results[i], errs[i] = tracedDo(t, client, req)
+			req, _ := http.NewRequest(http.MethodGet, fmt.Sprintf("http://%s/other/%d", harness.Loopback(port), i), nil)
+			results[i], errs[i] = harness.TracedDo(t, client, req)
 		})
 	}
-	eventually(t, "every request listed on the wheel", func() bool {
+	harness.Eventually(t, "every request listed on the wheel", func() bool {
 		wh.mu.Lock()
 		defer wh.mu.Unlock()
 		return wh.n >= stalledStreams+others
@@ -510,7 +512,7 @@ http://127.0.0.1:{PORT} {
 	time.Sleep(200 * time.Millisecond) // every first 102 (100 ms) is now overdue
 	setClock(monoClock{})              // the next tick catches up and takes them all
 
-	eventually(t, "the stalled streams' 102s blocked in x/net", func() bool {
+	harness.Eventually(t, "the stalled streams' 102s blocked in x/net", func() bool {
 		return countStacks("(*interimWriter).due", "(*serverConn).writeHeaders") >= maxFireGoroutines
 	})
 	time.Sleep(time.Second) // the others' 102s, if nothing holds them back
@@ -524,7 +526,7 @@ http://127.0.0.1:{PORT} {
 		if s.Status != http.StatusOK || string(s.Body) != "done" {
 			t.Fatalf("request %d: %d %q", i, s.Status, s.Body)
 		}
-		if s.count(http.StatusProcessing) == 0 {
+		if s.Count(http.StatusProcessing) == 0 {
 			without++
 		}
 	}
@@ -532,7 +534,7 @@ http://127.0.0.1:{PORT} {
 		t.Fatalf("%d of %d requests got no 102 while a client that stopped reading had %d streams waiting", without, others, stalledStreams)
 	}
 	stalled.Close()
-	eventually(t, "the stalled streams' handlers ended", func() bool {
+	harness.Eventually(t, "the stalled streams' handlers ended", func() bool {
 		return countStacks("(*interimWriter).due") == 0 && countStacks("testWork).ServeHTTP") == 0
 	})
 }

@@ -1,16 +1,12 @@
 package processing
 
 import (
-	"errors"
-
+	"github.com/c055b0d7/caddy-processing/internal/caddyutil"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// The metrics live for the whole process and are registered into the
-// metrics registry of every config that uses the module: Caddy gives each
-// config load a new registry, and counters made per load would drop back to
-// zero on every `caddy reload`. Handlers of one config (two sites, two
-// routes) find the metrics already registered and share them.
+// The metrics live for the whole process (caddyutil.RegisterCollectors says
+// why).
 var (
 	interimsSent = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "caddy",
@@ -42,21 +38,5 @@ var (
 
 // registerMetrics adds the metrics to reg unless they are there already.
 func registerMetrics(reg prometheus.Registerer) error {
-	return registerCollectors(reg, interimsSent, requestsWithInterim, interimLateness)
-}
-
-// registerCollectors adds each collector to reg unless it is there already.
-func registerCollectors(reg prometheus.Registerer, collectors ...prometheus.Collector) error {
-	if reg == nil {
-		return nil
-	}
-	for _, c := range collectors {
-		if err := reg.Register(c); err != nil {
-			var already prometheus.AlreadyRegisteredError
-			if !errors.As(err, &already) {
-				return err
-			}
-		}
-	}
-	return nil
+	return caddyutil.RegisterCollectors(reg, interimsSent, requestsWithInterim, interimLateness)
 }

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/c055b0d7/caddy-processing/async"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
@@ -79,7 +80,7 @@ type Handler struct {
 	// §4.1) becomes a job; if it is not done within `wait` the client gets
 	// `202 Accepted` and polls a status monitor for the result. Default:
 	// off, every request is served as without it.
-	Async *AsyncConfig `json:"async,omitempty"`
+	Async *async.Config `json:"async,omitempty"`
 
 	interval time.Duration
 	delay    time.Duration
@@ -158,7 +159,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return err
 	}
 	if h.Async != nil {
-		return h.Async.provision(ctx, h.logger)
+		return h.Async.Provision(ctx)
 	}
 	return nil
 }
@@ -179,7 +180,7 @@ func (h *Handler) Cleanup() error {
 		releaseWheel()
 	}
 	if h.Async != nil {
-		h.Async.cleanup()
+		_ = h.Async.Cleanup()
 	}
 	return nil
 }
@@ -201,7 +202,7 @@ func (h *Handler) Validate() error {
 		}
 	}
 	if h.Async != nil {
-		return h.Async.validate()
+		return h.Async.Validate()
 	}
 	return nil
 }

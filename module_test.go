@@ -14,11 +14,13 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/c055b0d7/caddy-processing/internal/harness"
 )
 
 func TestInterimsWhileNextHandlerWorks(t *testing.T) {
-	setBehaviour(t, "slow", sleepThen(1100*time.Millisecond, "done"))
-	port, _ := startCaddy(t, `
+	harness.SetBehaviour(t, "slow", harness.SleepThen(1100*time.Millisecond, "done"))
+	port, _ := harness.StartCaddy(t, `
 http://127.0.0.1:{PORT} {
 	processing {
 		delay 300ms
@@ -27,7 +29,7 @@ http://127.0.0.1:{PORT} {
 	test_work slow
 }
 `)
-	res := rawRequest(t, loopback(port), rawGet("/"))
+	res := harness.RawRequest(t, harness.Loopback(port), harness.RawGet("/"))
 	if res.Status != 200 || string(res.Body) != "done" {
 		t.Fatalf("final response %d %q, want 200 \"done\"", res.Status, res.Body)
 	}
@@ -39,8 +41,8 @@ http://127.0.0.1:{PORT} {
 		t.Errorf("first 102 after %v, before the 300ms delay", first)
 	}
 	for i, in := range res.Interims {
-		if in.Code != 102 || in.Raw != bareProcessing {
-			t.Errorf("interim %d is %q, want %q", i, in.Raw, bareProcessing)
+		if in.Code != 102 || in.Raw != harness.BareProcessing {
+			t.Errorf("interim %d is %q, want %q", i, in.Raw, harness.BareProcessing)
 		}
 		// The 102s keep to the grid 300ms + k × 200ms: none comes early
 		// (the client's clock started before the server's, so no slack is
@@ -52,15 +54,15 @@ http://127.0.0.1:{PORT} {
 }
 
 func TestNoInterimForRequestFasterThanDelay(t *testing.T) {
-	setBehaviour(t, "quick", sleepThen(20*time.Millisecond, "quick"))
-	port, _ := startCaddy(t, `
+	harness.SetBehaviour(t, "quick", harness.SleepThen(20*time.Millisecond, "quick"))
+	port, _ := harness.StartCaddy(t, `
 http://127.0.0.1:{PORT} {
 	processing 1s
 	test_work quick
 }
 `)
 	for range 20 {
-		res := rawRequest(t, loopback(port), rawGet("/"))
+		res := harness.RawRequest(t, harness.Loopback(port), harness.RawGet("/"))
 		if len(res.Interims) != 0 || res.Status != 200 || string(res.Body) != "quick" {
 			t.Fatalf("got %d interims and %d %q:\n%s", len(res.Interims), res.Status, res.Body, res.Wire)
 		}
@@ -74,7 +76,7 @@ var anyStatusLine = regexp.MustCompile(`HTTP/1\.[01] \d{3} `)
 func TestNoInterimAfterFinalStatus(t *testing.T) {
 	// The next handler commits its status at once and then streams slowly,
 	// across many 102 intervals.
-	setBehaviour(t, "stream", func(w http.ResponseWriter, r *http.Request) error {
+	harness.SetBehaviour(t, "stream", func(w http.ResponseWriter, r *http.Request) error {
 		time.Sleep(150 * time.Millisecond)
 		w.WriteHeader(http.StatusAccepted)
 		for i := range 10 {
@@ -84,7 +86,7 @@ func TestNoInterimAfterFinalStatus(t *testing.T) {
 		}
 		return nil
 	})
-	port, _ := startCaddy(t, `
+	port, _ := harness.StartCaddy(t, `
 http://127.0.0.1:{PORT} {
 	processing {
 		delay 50ms
@@ -93,7 +95,7 @@ http://127.0.0.1:{PORT} {
 	test_work stream
 }
 `)
-	res := rawRequest(t, loopback(port), rawGet("/"), readToClose)
+	res := harness.RawRequest(t, harness.Loopback(port), harness.RawGet("/"), harness.ReadToClose)
 	if res.Status != http.StatusAccepted || len(res.Interims) == 0 {
 		t.Fatalf("got %d with %d interims:\n%s", res.Status, len(res.Interims), res.Wire)
 	}
@@ -116,14 +118,14 @@ func TestInterimCarriesOnlyConfiguredHeaders(t *testing.T) {
 		io.WriteString(w, "from upstream")
 	}))
 	defer upstream.Close()
-	setBehaviour(t, "leaky", func(w http.ResponseWriter, r *http.Request) error {
+	harness.SetBehaviour(t, "leaky", func(w http.ResponseWriter, r *http.Request) error {
 		w.Header().Set("Set-Cookie", "local=secret")
 		w.Header().Set("X-Internal", "do-not-leak")
 		time.Sleep(700 * time.Millisecond)
 		_, err := io.WriteString(w, "from handler")
 		return err
 	})
-	port, _ := startCaddy(t, `
+	port, _ := harness.StartCaddy(t, `
 http://127.0.0.1:{PORT} {
 	processing {
 		delay 100ms
@@ -143,7 +145,7 @@ http://127.0.0.1:{PORT} {
 		{"/local", "local=secret", "from handler"},
 	} {
 		t.Run(tc.path, func(t *testing.T) {
-			res := rawRequest(t, loopback(port), rawGet(tc.path))
+			res := harness.RawRequest(t, harness.Loopback(port), harness.RawGet(tc.path))
 			if len(res.Interims) < 2 {
 				t.Fatalf("got %d interims:\n%s", len(res.Interims), res.Wire)
 			}
@@ -172,14 +174,14 @@ http://127.0.0.1:{PORT} {
 }
 
 func TestHTTP10ClientGetsNoInterim(t *testing.T) {
-	setBehaviour(t, "slow", sleepThen(400*time.Millisecond, "done"))
-	port, _ := startCaddy(t, `
+	harness.SetBehaviour(t, "slow", harness.SleepThen(400*time.Millisecond, "done"))
+	port, _ := harness.StartCaddy(t, `
 http://127.0.0.1:{PORT} {
 	processing 50ms
 	test_work slow
 }
 `)
-	res := rawRequest(t, loopback(port), "GET / HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+	res := harness.RawRequest(t, harness.Loopback(port), "GET / HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
 	if len(res.Interims) != 0 {
 		t.Fatalf("HTTP/1.0 client got %d interims:\n%s", len(res.Interims), res.Wire)
 	}
@@ -187,7 +189,7 @@ http://127.0.0.1:{PORT} {
 		t.Fatalf("final response:\n%s", res.Wire)
 	}
 	// The same server still sends 102s to HTTP/1.1.
-	if res := rawRequest(t, loopback(port), rawGet("/")); len(res.Interims) == 0 {
+	if res := harness.RawRequest(t, harness.Loopback(port), harness.RawGet("/")); len(res.Interims) == 0 {
 		t.Fatalf("HTTP/1.1 client got no interims:\n%s", res.Wire)
 	}
 }
@@ -212,13 +214,13 @@ func TestNextHandlersInterimsPassThroughAndRestartClock(t *testing.T) {
 		io.WriteString(w, "final")
 	}))
 	defer upstream.Close()
-	port, _ := startCaddy(t, `
+	port, _ := harness.StartCaddy(t, `
 http://127.0.0.1:{PORT} {
 	processing 400ms
 	reverse_proxy `+strings.TrimPrefix(upstream.URL, "http://")+`
 }
 `)
-	res := rawRequest(t, loopback(port), rawGet("/"))
+	res := harness.RawRequest(t, harness.Loopback(port), harness.RawGet("/"))
 	var hints, processing int
 	for _, in := range res.Interims {
 		switch in.Code {
@@ -254,8 +256,8 @@ func boolInt(b bool) int {
 }
 
 func TestMaxOptInAndMatcher(t *testing.T) {
-	setBehaviour(t, "slow", sleepThen(700*time.Millisecond, "done"))
-	port, _ := startCaddy(t, `
+	harness.SetBehaviour(t, "slow", harness.SleepThen(700*time.Millisecond, "done"))
+	port, _ := harness.StartCaddy(t, `
 http://127.0.0.1:{PORT} {
 	handle /max {
 		processing 50ms {
@@ -278,8 +280,8 @@ http://127.0.0.1:{PORT} {
 	}
 }
 `)
-	get := func(path string, fields ...string) *rawResponse {
-		return rawRequest(t, loopback(port), rawGet(path, fields...))
+	get := func(path string, fields ...string) *harness.RawResponse {
+		return harness.RawRequest(t, harness.Loopback(port), harness.RawGet(path, fields...))
 	}
 	if res := get("/max"); len(res.Interims) != 2 || res.Status != 200 {
 		t.Errorf("max 2: got %d interims, status %d", len(res.Interims), res.Status)
@@ -303,34 +305,13 @@ http://127.0.0.1:{PORT} {
 	}
 }
 
-func TestPreferProcessingParsing(t *testing.T) {
-	for _, tc := range []struct {
-		values []string
-		want   bool
-	}{
-		{[]string{"processing"}, true},
-		{[]string{"Processing"}, true},
-		{[]string{"respond-async, processing"}, true},
-		{[]string{"wait=10", "processing; foo=bar"}, true},
-		{[]string{" processing=1 "}, true},
-		{[]string{"processing-later"}, false},
-		{[]string{"respond-async"}, false},
-		{[]string{""}, false},
-		{nil, false},
-	} {
-		if got := prefersProcessing(tc.values); got != tc.want {
-			t.Errorf("prefersProcessing(%q) = %v, want %v", tc.values, got, tc.want)
-		}
-	}
-}
-
 func TestJSONConfig(t *testing.T) {
-	setBehaviour(t, "slow", sleepThen(500*time.Millisecond, "done"))
-	port := freePort(t)
+	harness.SetBehaviour(t, "slow", harness.SleepThen(500*time.Millisecond, "done"))
+	port := harness.FreePort(t)
 	cfg := map[string]any{
 		"admin": map[string]any{"disabled": true, "config": map[string]any{"persist": false}},
 		"apps": map[string]any{"http": map[string]any{"servers": map[string]any{"srv0": map[string]any{
-			"listen": []string{loopback(port)},
+			"listen": []string{harness.Loopback(port)},
 			"routes": []any{map[string]any{"handle": []any{
 				map[string]any{"handler": "processing", "delay": "100ms", "interval": "100ms", "max": 3,
 					"header": map[string][]string{"X-Step": {"{http.processing.count}"}}},
@@ -338,8 +319,8 @@ func TestJSONConfig(t *testing.T) {
 			}}},
 		}}}},
 	}
-	loadConfig(t, mustJSON(t, cfg))
-	res := rawRequest(t, loopback(port), rawGet("/"))
+	harness.LoadConfig(t, harness.MustJSON(t, cfg))
+	res := harness.RawRequest(t, harness.Loopback(port), harness.RawGet("/"))
 	if len(res.Interims) != 3 || res.Status != 200 || string(res.Body) != "done" {
 		t.Fatalf("got %d interims, %d %q:\n%s", len(res.Interims), res.Status, res.Body, res.Wire)
 	}
@@ -353,7 +334,7 @@ func TestJSONConfig(t *testing.T) {
 func TestDirectiveOrderWithoutOrderLine(t *testing.T) {
 	// processing, written last, must come out before header, encode and
 	// the handlers that do the work.
-	cfg := adapt(t, `
+	cfg := harness.Adapt(t, `
 :8080 {
 	reverse_proxy 127.0.0.1:9
 	encode gzip
@@ -396,7 +377,7 @@ func TestDownstreamSeesOrdinaryResponseWriter(t *testing.T) {
 	}
 	wantSum := sha256.Sum256(big)
 
-	setBehaviour(t, "servecontent", func(w http.ResponseWriter, r *http.Request) error {
+	harness.SetBehaviour(t, "servecontent", func(w http.ResponseWriter, r *http.Request) error {
 		time.Sleep(300 * time.Millisecond)
 		f, err := os.Open(filepath.Join(dir, "big.bin"))
 		if err != nil {
@@ -408,7 +389,7 @@ func TestDownstreamSeesOrdinaryResponseWriter(t *testing.T) {
 		return nil
 	})
 	flushed := make(chan struct{})
-	setBehaviour(t, "flush", func(w http.ResponseWriter, r *http.Request) error {
+	harness.SetBehaviour(t, "flush", func(w http.ResponseWriter, r *http.Request) error {
 		time.Sleep(200 * time.Millisecond)
 		rc := http.NewResponseController(w)
 		// Reaches the connection through Unwrap.
@@ -426,7 +407,7 @@ func TestDownstreamSeesOrdinaryResponseWriter(t *testing.T) {
 		io.WriteString(w, "second")
 		return nil
 	})
-	setBehaviour(t, "hijack", func(w http.ResponseWriter, r *http.Request) error {
+	harness.SetBehaviour(t, "hijack", func(w http.ResponseWriter, r *http.Request) error {
 		time.Sleep(200 * time.Millisecond)
 		conn, brw, err := http.NewResponseController(w).Hijack()
 		if err != nil {
@@ -436,7 +417,7 @@ func TestDownstreamSeesOrdinaryResponseWriter(t *testing.T) {
 		brw.WriteString("HTTP/1.1 200 OK\r\nContent-Length: 8\r\nConnection: close\r\n\r\nhijacked")
 		return brw.Flush()
 	})
-	port, _ := startCaddy(t, `
+	port, _ := harness.StartCaddy(t, `
 http://127.0.0.1:{PORT} {
 	processing 50ms
 	handle /static/* {
@@ -455,8 +436,8 @@ http://127.0.0.1:{PORT} {
 	}
 }
 `)
-	get := func(path string) *rawResponse {
-		return rawRequest(t, loopback(port), rawGet(path))
+	get := func(path string) *harness.RawResponse {
+		return harness.RawRequest(t, harness.Loopback(port), harness.RawGet(path))
 	}
 	t.Run("file_server", func(t *testing.T) {
 		res := get("/static/big.bin")
@@ -471,12 +452,12 @@ http://127.0.0.1:{PORT} {
 		}
 	})
 	t.Run("Flush", func(t *testing.T) {
-		conn, err := dialRaw(loopback(port))
+		conn, err := harness.DialRaw(harness.Loopback(port))
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer conn.Close()
-		io.WriteString(conn, rawGet("/flush"))
+		io.WriteString(conn, harness.RawGet("/flush"))
 		// The flushed part arrives while the handler still waits.
 		var got []byte
 		buf := make([]byte, 4096)
@@ -509,15 +490,15 @@ http://127.0.0.1:{PORT} {
 // own for its 102s instead; they still stay out of every 102, reach the
 // final response, and the next handler can delete them.
 func TestOtherFieldsSetBeforeTheModule(t *testing.T) {
-	setBehaviour(t, "keeps", writeAfter(250*time.Millisecond, "body"))
-	setBehaviour(t, "deletes", func(w http.ResponseWriter, r *http.Request) error {
+	harness.SetBehaviour(t, "keeps", harness.WriteAfter(250*time.Millisecond, "body"))
+	harness.SetBehaviour(t, "deletes", func(w http.ResponseWriter, r *http.Request) error {
 		time.Sleep(250 * time.Millisecond)
 		w.Header().Del("X-Before")
 		w.Header().Del("Server")
 		_, err := io.WriteString(w, "body")
 		return err
 	})
-	port, tlsPort := startCaddy(t, protocolSites(`
+	port, tlsPort := harness.StartCaddy(t, harness.ProtocolSites(`
 	route {
 		header X-Before yes
 		processing 50ms
@@ -538,15 +519,15 @@ func TestOtherFieldsSetBeforeTheModule(t *testing.T) {
 	}
 	for _, path := range []string{"/keeps", "/deletes"} {
 		t.Run(path, func(t *testing.T) {
-			res := rawRequest(t, loopback(port), rawGet(path))
+			res := harness.RawRequest(t, harness.Loopback(port), harness.RawGet(path))
 			for _, in := range res.Interims {
-				if in.Raw != bareProcessing {
+				if in.Raw != harness.BareProcessing {
 					t.Fatalf("interim %q", in.Raw)
 				}
 			}
 			check(t, path, len(res.Interims), res.Header)
 			req, _ := http.NewRequest("GET", fmt.Sprintf("https://127.0.0.1:%d%s", tlsPort, path), nil)
-			s, err := tracedDo(t, h2Client(), req)
+			s, err := harness.TracedDo(t, harness.H2Client(), req)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -555,7 +536,7 @@ func TestOtherFieldsSetBeforeTheModule(t *testing.T) {
 					t.Fatalf("HTTP/2 interim with fields %v", in.Header)
 				}
 			}
-			check(t, path, s.count(102), s.Header)
+			check(t, path, s.Count(102), s.Header)
 		})
 	}
 }
@@ -566,18 +547,18 @@ func TestOtherFieldsSetBeforeTheModule(t *testing.T) {
 // handler asks for its header map before the final status, writes without
 // asking, or fails into handle_errors.
 func TestFieldsSetBeforeTheModuleReachTheFinalResponse(t *testing.T) {
-	setBehaviour(t, "writeonly", writeAfter(250*time.Millisecond, "body"))
-	setBehaviour(t, "header", func(w http.ResponseWriter, r *http.Request) error {
+	harness.SetBehaviour(t, "writeonly", harness.WriteAfter(250*time.Millisecond, "body"))
+	harness.SetBehaviour(t, "header", func(w http.ResponseWriter, r *http.Request) error {
 		time.Sleep(250 * time.Millisecond)
 		w.Header().Set("X-Late", "1")
 		_, err := io.WriteString(w, "body")
 		return err
 	})
-	setBehaviour(t, "fails", func(w http.ResponseWriter, r *http.Request) error {
+	harness.SetBehaviour(t, "fails", func(w http.ResponseWriter, r *http.Request) error {
 		time.Sleep(250 * time.Millisecond)
 		return fmt.Errorf("downstream failed")
 	})
-	port, tlsPort := startCaddy(t, protocolSites(`
+	port, tlsPort := harness.StartCaddy(t, harness.ProtocolSites(`
 	processing 50ms
 	handle /writeonly {
 		test_work writeonly
@@ -594,22 +575,22 @@ func TestFieldsSetBeforeTheModuleReachTheFinalResponse(t *testing.T) {
 `))
 	for _, path := range []string{"/writeonly", "/header", "/fails"} {
 		t.Run(path, func(t *testing.T) {
-			res := rawRequest(t, loopback(port), rawGet(path))
+			res := harness.RawRequest(t, harness.Loopback(port), harness.RawGet(path))
 			if len(res.Interims) < 2 || res.Header.Get("Server") != "Caddy" {
 				t.Fatalf("%d interims, final header %v", len(res.Interims), res.Header)
 			}
 			for _, in := range res.Interims {
-				if in.Raw != bareProcessing {
+				if in.Raw != harness.BareProcessing {
 					t.Fatalf("interim %q", in.Raw)
 				}
 			}
 			req, _ := http.NewRequest("GET", fmt.Sprintf("https://127.0.0.1:%d%s", tlsPort, path), nil)
-			s, err := tracedDo(t, h1Client(), req)
+			s, err := harness.TracedDo(t, harness.H1Client(), req)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if s.count(102) < 2 || s.Header.Get("Server") != "Caddy" || s.Header.Get("Alt-Svc") == "" {
-				t.Fatalf("TLS: %d interims, final header %v", s.count(102), s.Header)
+			if s.Count(102) < 2 || s.Header.Get("Server") != "Caddy" || s.Header.Get("Alt-Svc") == "" {
+				t.Fatalf("TLS: %d interims, final header %v", s.Count(102), s.Header)
 			}
 			for _, in := range s.Interims {
 				if len(in.Header) != 0 {
@@ -631,7 +612,7 @@ func TestFieldsSetBeforeTheModuleReachTheFinalResponse(t *testing.T) {
 // body, as net/http allows. The module moved that map's fields to the real
 // one at the final status, and must move the trailers too.
 func TestTrailersSetThroughAKeptHeaderMap(t *testing.T) {
-	setBehaviour(t, "trailers", func(w http.ResponseWriter, r *http.Request) error {
+	harness.SetBehaviour(t, "trailers", func(w http.ResponseWriter, r *http.Request) error {
 		h := w.Header()
 		h.Set("Trailer", "X-Checksum")
 		time.Sleep(200 * time.Millisecond)
@@ -642,19 +623,19 @@ func TestTrailersSetThroughAKeptHeaderMap(t *testing.T) {
 		h.Set("X-Checksum", "abc123")
 		return nil
 	})
-	port, _ := startCaddy(t, `
+	port, _ := harness.StartCaddy(t, `
 http://127.0.0.1:{PORT} {
 	processing 50ms
 	test_work trailers
 }
 `)
 	req, _ := http.NewRequest("GET", fmt.Sprintf("http://127.0.0.1:%d/", port), nil)
-	s, err := tracedDo(t, h1Client(), req)
+	s, err := harness.TracedDo(t, harness.H1Client(), req)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s.count(102) < 2 || s.Status != 200 || string(s.Body) != "payload" {
-		t.Fatalf("got %d interims, %d %q", s.count(102), s.Status, s.Body)
+	if s.Count(102) < 2 || s.Status != 200 || string(s.Body) != "payload" {
+		t.Fatalf("got %d interims, %d %q", s.Count(102), s.Status, s.Body)
 	}
 	if got := s.Trailer.Get("X-Checksum"); got != "abc123" {
 		t.Fatalf("trailer X-Checksum %q, want abc123 (trailers %v)", got, s.Trailer)

@@ -1,40 +1,19 @@
 package processing
 
 import (
-	"bufio"
-	"encoding/json"
 	"fmt"
-	"github.com/caddyserver/caddy/v2"
 	"io"
 	"net/http"
-	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
-)
 
-// readJSONLines parses a JSON-lines log file.
-func readJSONLines(t *testing.T, path string) []map[string]any {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	var out []map[string]any
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		var m map[string]any
-		if err := json.Unmarshal(sc.Bytes(), &m); err == nil {
-			out = append(out, m)
-		}
-	}
-	return out
-}
+	"github.com/c055b0d7/caddy-processing/internal/harness"
+	"github.com/caddyserver/caddy/v2"
+)
 
 // metricValue reads one sample from Prometheus text exposition.
 func metricValue(t *testing.T, url, name, server string) float64 {
@@ -85,12 +64,12 @@ http://127.0.0.1:{TLSPORT} {
 }
 
 func TestLogsVariableAndMetrics(t *testing.T) {
-	setBehaviour(t, "slowwrite", func(w http.ResponseWriter, r *http.Request) error {
+	harness.SetBehaviour(t, "slowwrite", func(w http.ResponseWriter, r *http.Request) error {
 		time.Sleep(700 * time.Millisecond)
 		_, err := io.WriteString(w, "written") // implicit 200
 		return err
 	})
-	setBehaviour(t, "slownothing", func(w http.ResponseWriter, r *http.Request) error {
+	harness.SetBehaviour(t, "slownothing", func(w http.ResponseWriter, r *http.Request) error {
 		time.Sleep(700 * time.Millisecond)
 		return nil // writes nothing at all
 	})
@@ -98,7 +77,7 @@ func TestLogsVariableAndMetrics(t *testing.T) {
 	logFile, accessLog := filepath.Join(dir, "caddy.log"), filepath.Join(dir, "access.log")
 	// Server names fixed by listener: the adapter numbers servers in the
 	// order of their random ports.
-	global := globalOptionsWith(t, fmt.Sprintf(`log {
+	global := harness.GlobalOptionsWith(t, fmt.Sprintf(`log {
 		level DEBUG
 		output file %s
 		format json
@@ -111,7 +90,7 @@ func TestLogsVariableAndMetrics(t *testing.T) {
 		name second
 	}`, logFile))
 	sites := observeConfig(logFile, accessLog, "200ms")
-	port, port2 := startCaddyGlobal(t, global, sites)
+	port, port2 := harness.StartCaddyGlobal(t, global, sites)
 	metricsURL := fmt.Sprintf("http://127.0.0.1:%d/metrics", port)
 	sentBefore := metricValue(t, metricsURL, "caddy_http_processing_interim_responses_total", "first")
 	reqsBefore := metricValue(t, metricsURL, "caddy_http_processing_requests_total", "first")
@@ -120,24 +99,24 @@ func TestLogsVariableAndMetrics(t *testing.T) {
 	lateSumBefore := metricValue(t, metricsURL, lateness+"_sum", "first")
 
 	for _, path := range []string{"/write", "/nothing"} {
-		res := rawRequest(t, loopback(port), rawGet(path))
+		res := harness.RawRequest(t, harness.Loopback(port), harness.RawGet(path))
 		if res.Status != 200 || len(res.Interims) != 3 {
 			t.Fatalf("%s: %d with %d interims:\n%s", path, res.Status, len(res.Interims), res.Wire)
 		}
 	}
 	// A second server, and a fast request, for the counters.
-	if res := rawRequest(t, loopback(port2), rawGet("/")); len(res.Interims) != 3 {
+	if res := harness.RawRequest(t, harness.Loopback(port2), harness.RawGet("/")); len(res.Interims) != 3 {
 		t.Fatalf("second server: %d interims", len(res.Interims))
 	}
-	if res := rawRequest(t, loopback(port), rawGet("/metrics")); res.Status != 200 {
+	if res := harness.RawRequest(t, harness.Loopback(port), harness.RawGet("/metrics")); res.Status != 200 {
 		t.Fatalf("metrics: %d", res.Status)
 	}
 
 	// The access log records the real final status, never 102, and the
 	// count through log_append.
-	eventually(t, "access log entries", func() bool { return len(readJSONLines(t, accessLog)) >= 3 })
+	harness.Eventually(t, "access log entries", func() bool { return len(harness.ReadJSONLines(t, accessLog)) >= 3 })
 	counts := map[string]float64{}
-	for _, e := range readJSONLines(t, accessLog) {
+	for _, e := range harness.ReadJSONLines(t, accessLog) {
 		req, _ := e["request"].(map[string]any)
 		uri, _ := req["uri"].(string)
 		if status, _ := e["status"].(float64); status != 200 {
@@ -204,7 +183,7 @@ func TestLogsVariableAndMetrics(t *testing.T) {
 	// at the end with the total.
 	var sent []map[string]any
 	var done []float64
-	for _, e := range readJSONLines(t, logFile) {
+	for _, e := range harness.ReadJSONLines(t, logFile) {
 		if e["logger"] != "http.handlers.processing" {
 			continue
 		}
@@ -236,18 +215,18 @@ func TestLogsVariableAndMetrics(t *testing.T) {
 	lateBeforeReload := metricValue(t, metricsURL, lateness+"_count", "first")
 	reloaded := strings.ReplaceAll(strings.ReplaceAll(global+observeConfig(logFile, accessLog, "300ms"),
 		"{PORT}", strconv.Itoa(port)), "{TLSPORT}", strconv.Itoa(port2))
-	if err := loadAgain(adapt(t, reloaded)); err != nil {
+	if err := loadAgain(harness.Adapt(t, reloaded)); err != nil {
 		t.Fatalf("reload: %v", err)
 	}
 	// The new server takes over the listener; wait until it answers.
-	eventually(t, "the reloaded server", func() bool {
+	harness.Eventually(t, "the reloaded server", func() bool {
 		c, err := http.Get(metricsURL)
 		if err == nil {
 			c.Body.Close()
 		}
 		return err == nil
 	})
-	if res := rawRequest(t, loopback(port), rawGet("/write")); len(res.Interims) != 2 {
+	if res := harness.RawRequest(t, harness.Loopback(port), harness.RawGet("/write")); len(res.Interims) != 2 {
 		t.Fatalf("after reload: %d interims, want 2 at 300ms", len(res.Interims))
 	}
 	if got := metricValue(t, metricsURL, "caddy_http_processing_interim_responses_total", "first"); got != sentBeforeReload+2 {

@@ -6,12 +6,12 @@ import (
 	"net/http"
 	"runtime/debug"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 	"unsafe"
 
+	"github.com/c055b0d7/caddy-processing/internal/prefer"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -53,7 +53,7 @@ func (h *Handler) prepare(w http.ResponseWriter, r *http.Request, next caddyhttp
 	vars, _ := r.Context().Value(caddyhttp.VarsCtxKey).(map[string]any)
 
 	if h.Async != nil {
-		if handled, err := h.Async.serve(w, r, next); handled {
+		if handled, err := h.Async.Serve(w, r, next); handled {
 			// No 102 goes to a request that async mode answered. Its job
 			// runs on a copy of the table, and this request's next never
 			// runs, so the write races with nothing.
@@ -67,8 +67,8 @@ func (h *Handler) prepare(w http.ResponseWriter, r *http.Request, next caddyhttp
 		setCountVar(vars, &noInterims)
 		return nil, false, nil
 	}
-	prefer := prefersProcessing(r.Header["Prefer"])
-	if h.OptIn && !prefer {
+	asked := prefer.Has(r.Header["Prefer"], "processing")
+	if h.OptIn && !asked {
 		setCountVar(vars, &noInterims)
 		return nil, false, nil
 	}
@@ -80,7 +80,7 @@ func (h *Handler) prepare(w http.ResponseWriter, r *http.Request, next caddyhttp
 	// Once stop has run, every such late call finds the writer done.
 	iw = &interimWriter{h: h, rw: w, realHeader: w.Header(), req: r}
 	setCountVar(vars, &iw.count)
-	iw.begin(r, prefer)
+	iw.begin(r, asked)
 	return iw, false, nil
 }
 
@@ -217,7 +217,7 @@ type interimWriter struct {
 const handedOut = 1 << 8
 
 // begin arms the first 102. No other goroutine can see the writer yet.
-func (w *interimWriter) begin(r *http.Request, prefer bool) {
+func (w *interimWriter) begin(r *http.Request, asked bool) {
 	h := w.h
 	w.start = monoClock{}.now()
 	w.http2 = r.ProtoMajor == 2
@@ -233,7 +233,7 @@ func (w *interimWriter) begin(r *http.Request, prefer bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	switch {
-	case !prefer:
+	case !asked:
 		w.scheduleLocked(w.start + h.delay)
 	case w.state == stateAwaitingBody:
 		// draft-wright-http-progress: a client that asks for progress
@@ -459,23 +459,6 @@ func innermost(rw http.ResponseWriter) http.ResponseWriter {
 		}
 		rw = u.Unwrap()
 	}
-}
-
-// prefersProcessing reports whether the Prefer fields (RFC 7240 §2) hold the
-// preference "processing" of draft-wright-http-progress.
-func prefersProcessing(values []string) bool {
-	for _, v := range values {
-		for v != "" {
-			var pref string
-			pref, v, _ = strings.Cut(v, ",")
-			pref, _, _ = strings.Cut(pref, ";")
-			pref, _, _ = strings.Cut(pref, "=")
-			if strings.EqualFold(strings.TrimSpace(pref), "processing") {
-				return true
-			}
-		}
-	}
-	return false
 }
 
 // serverName is the label Caddy's own HTTP metrics use for the server.

@@ -23,6 +23,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/c055b0d7/caddy-processing/internal/harness"
+
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
@@ -223,7 +225,7 @@ func BenchmarkFastPathFloor(b *testing.B) {
 // `processing` line, each driven through (*caddyhttp.Server).ServeHTTP
 // with the same writer and request, so nothing but the module differs.
 func BenchmarkFastPathServer(b *testing.B) {
-	port := freePort(b)
+	port := harness.FreePort(b)
 	sites := `
 http://127.0.0.1:{PORT} {
 	processing 20s
@@ -234,7 +236,7 @@ http://127.0.0.1:{OTHERPORT} {
 }
 `
 	sites = strings.ReplaceAll(sites, "{OTHERPORT}", strconv.Itoa(port))
-	withPort, _ := startCaddy(b, sites)
+	withPort, _ := harness.StartCaddy(b, sites)
 	with, without := serverOn(b, withPort), serverOn(b, port)
 
 	run := func(srv *caddyhttp.Server) func(*testing.B) {

@@ -15,11 +15,13 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/c055b0d7/caddy-processing/internal/harness"
 )
 
 func TestEveryProtocolGetsInterims(t *testing.T) {
-	setBehaviour(t, "slow", sleepThen(600*time.Millisecond, "slow body"))
-	port, tlsPort := startCaddy(t, protocolSites(`
+	harness.SetBehaviour(t, "slow", harness.SleepThen(600*time.Millisecond, "slow body"))
+	port, tlsPort := harness.StartCaddy(t, harness.ProtocolSites(`
 	processing {
 		delay 100ms
 		interval 100ms
@@ -30,7 +32,7 @@ func TestEveryProtocolGetsInterims(t *testing.T) {
 `))
 	plain := fmt.Sprintf("http://127.0.0.1:%d/", port)
 	secure := fmt.Sprintf("https://127.0.0.1:%d/", tlsPort)
-	h3, closeH3 := h3Client()
+	h3, closeH3 := harness.H3Client()
 	defer closeH3()
 	// quic-go's client gives up after 5 interim responses: max 4 keeps it
 	// working, which is what the README recommends for it.
@@ -38,15 +40,15 @@ func TestEveryProtocolGetsInterims(t *testing.T) {
 		name, url, proto string
 		client           *http.Client
 	}{
-		{"HTTP/1.1", plain, "HTTP/1.1", h1Client()},
-		{"HTTP/1.1+TLS", secure, "HTTP/1.1", h1Client()},
-		{"h2c", plain, "HTTP/2.0", h2cClient()},
-		{"HTTP/2", secure, "HTTP/2.0", h2Client()},
+		{"HTTP/1.1", plain, "HTTP/1.1", harness.H1Client()},
+		{"HTTP/1.1+TLS", secure, "HTTP/1.1", harness.H1Client()},
+		{"h2c", plain, "HTTP/2.0", harness.H2CClient()},
+		{"HTTP/2", secure, "HTTP/2.0", harness.H2Client()},
 		{"HTTP/3", secure, "HTTP/3.0", h3},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			req, _ := http.NewRequest("GET", tc.url, nil)
-			s, err := tracedDo(t, tc.client, req)
+			s, err := harness.TracedDo(t, tc.client, req)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -82,8 +84,8 @@ func expectUpload(wait, after time.Duration) func(http.ResponseWriter, *http.Req
 }
 
 func TestExpectContinueHTTP11(t *testing.T) {
-	setBehaviour(t, "upload", expectUpload(300*time.Millisecond, 300*time.Millisecond))
-	port, _ := startCaddy(t, `
+	harness.SetBehaviour(t, "upload", expectUpload(300*time.Millisecond, 300*time.Millisecond))
+	port, _ := harness.StartCaddy(t, `
 http://127.0.0.1:{PORT} {
 	processing {
 		delay 20ms
@@ -95,7 +97,7 @@ http://127.0.0.1:{PORT} {
 	body := bytes.Repeat([]byte("expect-continue!"), 64<<10) // 1 MiB
 	sum := sha256.Sum256(body)
 
-	conn, err := dialRaw(loopback(port))
+	conn, err := harness.DialRaw(harness.Loopback(port))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -129,7 +131,7 @@ http://127.0.0.1:{PORT} {
 		}
 		writeErr <- nil
 	}()
-	res, err := readRawResponse(br, time.Now(), false)
+	res, err := harness.ReadRawResponse(br, time.Now(), false)
 	if err != nil {
 		t.Fatalf("%v\n%s", err, wire.Bytes())
 	}
@@ -143,7 +145,7 @@ http://127.0.0.1:{PORT} {
 		t.Fatalf("got %d 102s after the 100", len(res.Interims))
 	}
 	for _, in := range res.Interims {
-		if in.Raw != bareProcessing {
+		if in.Raw != harness.BareProcessing {
 			t.Fatalf("interim %q after the 100, want only bare 102s", in.Raw)
 		}
 	}
@@ -165,8 +167,8 @@ func slicesChunk(b []byte, n int) func(func([]byte) bool) {
 }
 
 func TestExpectContinueHTTP2NotStalled(t *testing.T) {
-	setBehaviour(t, "upload", expectUpload(300*time.Millisecond, 400*time.Millisecond))
-	_, tlsPort := startCaddy(t, `
+	harness.SetBehaviour(t, "upload", expectUpload(300*time.Millisecond, 400*time.Millisecond))
+	_, tlsPort := harness.StartCaddy(t, `
 https://127.0.0.1:{TLSPORT} {
 	tls internal
 	processing {
@@ -178,14 +180,14 @@ https://127.0.0.1:{TLSPORT} {
 `)
 	body := bytes.Repeat([]byte("h2-expect"), 100000)
 	sum := sha256.Sum256(body)
-	client := h2Client()
+	client := harness.H2Client()
 	// A stalled 100 would show as a wait of this whole timeout.
 	client.Transport.(*http.Transport).ExpectContinueTimeout = 8 * time.Second
 	for range 3 {
 		req, _ := http.NewRequest("PUT", fmt.Sprintf("https://127.0.0.1:%d/u", tlsPort), bytes.NewReader(body))
 		req.Header.Set("Expect", "100-continue")
 		start := time.Now()
-		s, err := tracedDo(t, client, req)
+		s, err := harness.TracedDo(t, client, req)
 		took := time.Since(start)
 		if err != nil {
 			t.Fatal(err)
@@ -196,7 +198,7 @@ https://127.0.0.1:{TLSPORT} {
 		if took > 5*time.Second {
 			t.Fatalf("request took %v: the client waited for its 100 Continue", took)
 		}
-		if s.count(100) != 1 || s.count(102) < 2 {
+		if s.Count(100) != 1 || s.Count(102) < 2 {
 			t.Fatalf("interims %+v, want one 100 then 102s", s.Interims)
 		}
 		if s.Interims[0].Code != 100 {
@@ -210,7 +212,7 @@ https://127.0.0.1:{TLSPORT} {
 // HTTP/1.1 and HTTP/2, many times over. Under -race this is where a 102
 // reading the handler's map, or a late tick, would show.
 func TestConcurrentHeaderWritesAndInterims(t *testing.T) {
-	setBehaviour(t, "busy", func(w http.ResponseWriter, r *http.Request) error {
+	harness.SetBehaviour(t, "busy", func(w http.ResponseWriter, r *http.Request) error {
 		rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1))
 		until := time.Now().Add(time.Duration(rng.IntN(4000)) * time.Microsecond)
 		for i := 0; time.Now().Before(until); i++ {
@@ -228,7 +230,7 @@ func TestConcurrentHeaderWritesAndInterims(t *testing.T) {
 		}
 		return nil
 	})
-	port, tlsPort := startCaddy(t, protocolSites(`
+	port, tlsPort := harness.StartCaddy(t, harness.ProtocolSites(`
 	processing {
 		delay 1ms
 		interval 1ms
@@ -243,8 +245,8 @@ func TestConcurrentHeaderWritesAndInterims(t *testing.T) {
 		c   *http.Client
 		url string
 	}{
-		"HTTP/1.1": {h1Client(), fmt.Sprintf("http://127.0.0.1:%d/", port)},
-		"HTTP/2":   {h2Client(), fmt.Sprintf("https://127.0.0.1:%d/", tlsPort)},
+		"HTTP/1.1": {harness.H1Client(), fmt.Sprintf("http://127.0.0.1:%d/", port)},
+		"HTTP/2":   {harness.H2Client(), fmt.Sprintf("https://127.0.0.1:%d/", tlsPort)},
 	}
 	for name, cl := range clients {
 		t.Run(name, func(t *testing.T) {
@@ -257,7 +259,7 @@ func TestConcurrentHeaderWritesAndInterims(t *testing.T) {
 					defer wg.Done()
 					for range 40 {
 						req, _ := http.NewRequest("GET", cl.url, nil)
-						s, err := tracedDo(t, cl.c, req)
+						s, err := harness.TracedDo(t, cl.c, req)
 						if err != nil {
 							t.Error(err)
 							return
@@ -292,7 +294,7 @@ func TestConcurrentHeaderWritesAndInterims(t *testing.T) {
 // return before the frame writer has encoded the 102; under -race this is
 // where a write to the header map after it would show.
 func TestHTTP2ResetDuringInterims(t *testing.T) {
-	setBehaviour(t, "waits", func(w http.ResponseWriter, r *http.Request) error {
+	harness.SetBehaviour(t, "waits", func(w http.ResponseWriter, r *http.Request) error {
 		select {
 		case <-r.Context().Done():
 			return nil
@@ -302,7 +304,7 @@ func TestHTTP2ResetDuringInterims(t *testing.T) {
 		_, err := io.WriteString(w, "finished")
 		return err
 	})
-	_, tlsPort := startCaddy(t, `
+	_, tlsPort := harness.StartCaddy(t, `
 https://127.0.0.1:{TLSPORT} {
 	tls internal
 	processing {
@@ -313,7 +315,7 @@ https://127.0.0.1:{TLSPORT} {
 	test_work waits
 }
 `)
-	client := h2Client()
+	client := harness.H2Client()
 	url := fmt.Sprintf("https://127.0.0.1:%d/", tlsPort)
 	var wg sync.WaitGroup
 	var mu sync.Mutex
@@ -325,7 +327,7 @@ https://127.0.0.1:{TLSPORT} {
 			for range 100 {
 				ctx, cancel := context.WithTimeout(context.Background(), time.Duration(rand.IntN(6000))*time.Microsecond)
 				req, _ := http.NewRequestWithContext(ctx, "GET", url, nil)
-				s, err := tracedDo(t, client, req)
+				s, err := harness.TracedDo(t, client, req)
 				cancel()
 				mu.Lock()
 				if err != nil {
@@ -347,7 +349,7 @@ https://127.0.0.1:{TLSPORT} {
 	}
 	// The server is still healthy.
 	req, _ := http.NewRequest("GET", url, nil)
-	if s, err := tracedDo(t, client, req); err != nil || s.Status != 200 {
+	if s, err := harness.TracedDo(t, client, req); err != nil || s.Status != 200 {
 		t.Fatalf("after the resets: %v", err)
 	}
 }

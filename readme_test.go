@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/c055b0d7/caddy-processing/internal/harness"
+
 	"github.com/caddyserver/caddy/v2"
 )
 
@@ -52,8 +54,8 @@ func TestDefaultIntervalAndDelay(t *testing.T) {
 // time since the request reached the handler, in milliseconds, written as
 // Go writes a duration ("200ms", "20.001s").
 func TestElapsedPlaceholderIsTimeSinceStart(t *testing.T) {
-	setBehaviour(t, "slow", sleepThen(time.Second, "done"))
-	port, _ := startCaddy(t, `
+	harness.SetBehaviour(t, "slow", harness.SleepThen(time.Second, "done"))
+	port, _ := harness.StartCaddy(t, `
 http://127.0.0.1:{PORT} {
 	processing {
 		delay 200ms
@@ -64,7 +66,7 @@ http://127.0.0.1:{PORT} {
 	test_work slow
 }
 `)
-	res := rawRequest(t, loopback(port), rawGet("/"))
+	res := harness.RawRequest(t, harness.Loopback(port), harness.RawGet("/"))
 	if len(res.Interims) != 2 || res.Status != 200 {
 		t.Fatalf("got %d interims and %d:\n%s", len(res.Interims), res.Status, res.Wire)
 	}
@@ -106,7 +108,7 @@ func TestCaddyfileExampleAsTheREADMEShowsIt(t *testing.T) {
 		fmt.Fprintf(w, "done after %v seconds\n", seconds)
 	}))
 	defer upstream.Close()
-	port := freePort(t)
+	port := harness.FreePort(t)
 	text := string(example)
 	for _, r := range []struct{ old, new string }{
 		{"http://localhost:8080 {", fmt.Sprintf("http://127.0.0.1:%d {", port)},
@@ -121,10 +123,10 @@ func TestCaddyfileExampleAsTheREADMEShowsIt(t *testing.T) {
 		}
 		text = strings.Replace(text, r.old, r.new, 1)
 	}
-	loadConfig(t, adapt(t, text))
+	harness.LoadConfig(t, harness.Adapt(t, text))
 
-	fromCurl := rawRequest(t, loopback(port), "GET /slow?seconds=4.5 HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: curl/7.88.1\r\nConnection: close\r\n\r\n")
-	fromPython := rawRequest(t, loopback(port), "GET /slow?seconds=2.5 HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: python-requests/2.31.0\r\nConnection: close\r\n\r\n")
+	fromCurl := harness.RawRequest(t, harness.Loopback(port), "GET /slow?seconds=4.5 HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: curl/7.88.1\r\nConnection: close\r\n\r\n")
+	fromPython := harness.RawRequest(t, harness.Loopback(port), "GET /slow?seconds=2.5 HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: python-requests/2.31.0\r\nConnection: close\r\n\r\n")
 
 	if fromCurl.Status != 200 || string(fromCurl.Body) != "done after 4.5 seconds\n" || len(fromCurl.Interims) != 2 {
 		t.Fatalf("curl: %d %q after %d interims:\n%s", fromCurl.Status, fromCurl.Body, len(fromCurl.Interims), fromCurl.Wire)

@@ -14,6 +14,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/c055b0d7/caddy-processing/internal/harness"
 )
 
 type fakeClock struct {
@@ -411,8 +413,8 @@ func TestWheelNextFireQueuedBeforeTheLastReturned(t *testing.T) {
 // 25 ms), which may make one later but never earlier than its slot
 // delay + k × interval, counted from when the client sent the request.
 func TestHTTP2InterimsOnTheGridNeverEarly(t *testing.T) {
-	setBehaviour(t, "slow", sleepThen(1100*time.Millisecond, "done"))
-	port, _ := startCaddy(t, `
+	harness.SetBehaviour(t, "slow", harness.SleepThen(1100*time.Millisecond, "done"))
+	port, _ := harness.StartCaddy(t, `
 http://127.0.0.1:{PORT} {
 	processing {
 		delay 300ms
@@ -421,7 +423,7 @@ http://127.0.0.1:{PORT} {
 	test_work slow
 }
 `)
-	client := h2cClient()
+	client := harness.H2CClient()
 	const streams = 8
 	var wg sync.WaitGroup
 	for s := range streams {

@@ -16,6 +16,8 @@ import (
 	"testing"
 	"unsafe"
 
+	"github.com/c055b0d7/caddy-processing/internal/harness"
+
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -106,8 +108,8 @@ func init() {
 // call from the frame that moves the header fields, as the writer once
 // did, adds 216 bytes and fails the bound.
 func TestStackDepthOfTheResponsePath(t *testing.T) {
-	setBehaviour(t, "stack_write", writeAfter(0, "ok"))
-	port, _ := startCaddy(t, `
+	harness.SetBehaviour(t, "stack_write", harness.WriteAfter(0, "ok"))
+	port, _ := harness.StartCaddy(t, `
 http://127.0.0.1:{PORT} {
 	route /with {
 		test_stack_probe
@@ -122,11 +124,11 @@ http://127.0.0.1:{PORT} {
 	}
 }
 `)
-	client := h1Client()
+	client := harness.H1Client()
 	depthOf := func(path string) int {
 		t.Helper()
 		for range 20 {
-			resp, err := client.Get(fmt.Sprintf("http://%s%s", loopback(port), path))
+			resp, err := client.Get(fmt.Sprintf("http://%s%s", harness.Loopback(port), path))
 			if err != nil {
 				t.Fatal(err)
 			}

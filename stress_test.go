@@ -14,6 +14,7 @@ import (
 	"compress/gzip"
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/hex"
 	"fmt"
 	"io"
@@ -27,6 +28,9 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/c055b0d7/caddy-processing/internal/harness"
+	"github.com/quic-go/quic-go/http3"
 )
 
 // stressBody is the deterministic response body for seed: letters from a
@@ -108,8 +112,8 @@ type stressOutcome struct {
 }
 
 func TestMixedStressAllProtocols(t *testing.T) {
-	relLeakCheck(t)
-	total := envCount(t, "STRESS_REQUESTS", 1600) // about 2000 HTTP requests: keep-alive cases send three
+	harness.LeakCheck(t)
+	total := harness.EnvCount(t, "STRESS_REQUESTS", 1600) // about 2000 HTTP requests: keep-alive cases send three
 	const concurrency = 120
 	// minSlow102 is the least mean count of 102s for the requests whose
 	// handler works 50 ms: about 49 are due at a 1 ms interval, but with
@@ -118,9 +122,9 @@ func TestMixedStressAllProtocols(t *testing.T) {
 	// wheel, its tick 1 ms). At least one each on average proves they
 	// flowed.
 	const minSlow102 = 1
-	setBehaviour(t, "stress", stressBehaviour)
+	harness.SetBehaviour(t, "stress", stressBehaviour)
 	// HTTP/3 requests get at most 4 102s: quic-go's client gives up after 5.
-	port, tlsPort := startCaddy(t, protocolSites(`
+	port, tlsPort := harness.StartCaddy(t, harness.ProtocolSites(`
 	@h3 protocol http/3
 	processing @h3 {
 		delay 1ms
@@ -193,9 +197,9 @@ func TestMixedStressAllProtocols(t *testing.T) {
 			var err error
 			switch c.client {
 			case "raw-h1":
-				out, err = stressRaw(loopback(port), c, 1)
+				out, err = stressRaw(harness.Loopback(port), c, 1)
 			case "raw-h1-keepalive":
-				out, err = stressRaw(loopback(port), c, 3)
+				out, err = stressRaw(harness.Loopback(port), c, 3)
 			default:
 				base := secure
 				if c.client == "h1" || c.client == "h2c" {
@@ -278,7 +282,7 @@ func stressCheckFinal(c stressCase, status int, h http.Header, body []byte, uplo
 // would arrive before the next request's 102s and break their numbering.
 func stressRaw(address string, c stressCase, rounds int) (stressOutcome, error) {
 	var out stressOutcome
-	conn, err := dialRaw(address)
+	conn, err := harness.DialRaw(address)
 	if err != nil {
 		return out, err
 	}
@@ -319,7 +323,7 @@ func stressRaw(address string, c stressCase, rounds int) (stressOutcome, error) 
 		if _, err := conn.Write(req.Bytes()); err != nil {
 			return out, err
 		}
-		res, err := readRawResponse(br, start, false)
+		res, err := harness.ReadRawResponse(br, start, false)
 		if err != nil {
 			return out, fmt.Errorf("round %d: %v\n%q", round, err, res.Wire)
 		}
@@ -328,7 +332,7 @@ func stressRaw(address string, c stressCase, rounds int) (stressOutcome, error) 
 				return out, fmt.Errorf("round %d: interim %d after the 100: %q", round, in.Code, in.Raw)
 			}
 			out.interims102++
-			if want := progress102(i + 1); in.Raw != want {
+			if want := harness.Progress102(i + 1); in.Raw != want {
 				return out, fmt.Errorf("round %d: 102 is %q, want %q", round, in.Raw, want)
 			}
 		}
@@ -374,7 +378,7 @@ func stressGo(client *http.Client, base string, c stressCase) (stressOutcome, er
 				n100++
 			case code == http.StatusProcessing:
 				n102++
-				if err := checkProgressHeader(n102, http.Header(h)); err != nil && trouble == nil {
+				if err := harness.CheckProgressHeader(n102, http.Header(h)); err != nil && trouble == nil {
 					trouble = err
 				}
 			default:
@@ -420,4 +424,58 @@ func stressGo(client *http.Client, base string, c stressCase) (stressOutcome, er
 	}
 	out.interims102 = n102
 	return out, nil
+}
+
+// stressClientSet holds one Go client per kind and per Expect setting.
+type stressClientSet struct {
+	byKind  map[string]*http.Client
+	expects map[string]*http.Client
+	h3tr    *http3.Transport
+}
+
+func stressClients() *stressClientSet {
+	s := &stressClientSet{byKind: map[string]*http.Client{}, expects: map[string]*http.Client{}}
+	mk := func(set func(*http.Protocols), tlsOn, expect bool) *http.Client {
+		tr := &http.Transport{MaxConnsPerHost: 16, MaxIdleConnsPerHost: 16}
+		if tlsOn {
+			tr.TLSClientConfig = &tls.Config{InsecureSkipVerify: true}
+		}
+		if expect {
+			tr.ExpectContinueTimeout = 30 * time.Second
+		}
+		tr.Protocols = new(http.Protocols)
+		set(tr.Protocols)
+		return &http.Client{Transport: tr, Timeout: 60 * time.Second}
+	}
+	for _, expect := range []bool{false, true} {
+		m := s.byKind
+		if expect {
+			m = s.expects
+		}
+		m["h1"] = mk(func(p *http.Protocols) { p.SetHTTP1(true) }, false, expect)
+		m["h1-tls"] = mk(func(p *http.Protocols) { p.SetHTTP1(true) }, true, expect)
+		m["h2c"] = mk(func(p *http.Protocols) { p.SetUnencryptedHTTP2(true) }, false, expect)
+		m["h2"] = mk(func(p *http.Protocols) { p.SetHTTP2(true) }, true, expect)
+	}
+	s.h3tr = &http3.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true, NextProtos: []string{http3.NextProtoH3}}}
+	s.byKind["h3"] = &http.Client{Transport: s.h3tr, Timeout: 60 * time.Second}
+	return s
+}
+
+func (s *stressClientSet) pick(c stressCase) *http.Client {
+	if c.expect {
+		return s.expects[c.client]
+	}
+	return s.byKind[c.client]
+}
+
+func (s *stressClientSet) close() {
+	for _, m := range []map[string]*http.Client{s.byKind, s.expects} {
+		for k, c := range m {
+			if k != "h3" {
+				c.Transport.(*http.Transport).CloseIdleConnections()
+			}
+		}
+	}
+	s.h3tr.Close()
 }

@@ -2,18 +2,15 @@ package processing
 
 // WebDAV behind processing, as users run it: github.com/mholt/caddy-webdav
 // with `order webdav before file_server` and no order line for processing.
-// The module proxy here does not serve that plugin, so webdavStandIn below
+// The module proxy here does not serve that plugin, so harness.WebDAVStandIn
 // does what it does, configured with the same Caddyfile syntax.
 
 import (
 	"bufio"
 	"bytes"
-	"context"
-	"crypto/sha256"
 	"encoding/xml"
 	"fmt"
 	"io"
-	"io/fs"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -22,156 +19,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/caddyserver/caddy/v2"
-	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
-	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
-	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
-	"go.uber.org/zap"
-	"golang.org/x/net/webdav"
+	"github.com/c055b0d7/caddy-processing/internal/harness"
 )
-
-// webdavStandIn does what mholt/caddy-webdav's handler does: the same
-// module ID, directive and fields, and the same x/net/webdav set-up. A
-// directory file system rooted at `root` (placeholders resolved, default the
-// site root) whose files report file_server's ETag; one in-memory lock
-// system per handler; the `prefix` (placeholders resolved) stripped from
-// paths; GET and HEAD of a collection answered as PROPFIND with Depth 1.
-type webdavStandIn struct {
-	Root   string `json:"root,omitempty"`
-	Prefix string `json:"prefix,omitempty"`
-
-	lockSystem webdav.LockSystem
-	logger     *zap.Logger
-}
-
-func (webdavStandIn) CaddyModule() caddy.ModuleInfo {
-	return caddy.ModuleInfo{ID: "http.handlers.webdav", New: func() caddy.Module { return new(webdavStandIn) }}
-}
-
-func (wd *webdavStandIn) Provision(ctx caddy.Context) error {
-	wd.logger = ctx.Logger()
-	wd.lockSystem = webdav.NewMemLS()
-	if wd.Root == "" {
-		wd.Root = "{http.vars.root}"
-	}
-	return nil
-}
-
-func (wd webdavStandIn) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
-	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
-	h := &webdav.Handler{
-		Prefix:     repl.ReplaceAll(wd.Prefix, ""),
-		FileSystem: etagDir{webdav.Dir(repl.ReplaceAll(wd.Root, "."))},
-		LockSystem: wd.lockSystem,
-		Logger: func(req *http.Request, err error) {
-			if err != nil {
-				wd.logger.Debug("webdav request error", zap.String("method", req.Method), zap.Error(err))
-			}
-		},
-	}
-	// The plugin looks the collection up by the request path as it is,
-	// prefix included.
-	if r.Method == http.MethodGet || r.Method == http.MethodHead {
-		if info, err := h.FileSystem.Stat(r.Context(), r.URL.Path); err == nil && info.IsDir() {
-			r.Method = "PROPFIND"
-			if r.Header.Get("Depth") == "" {
-				r.Header.Set("Depth", "1")
-			}
-		}
-	}
-	if r.Method == http.MethodHead {
-		w = headWriter{w}
-	}
-	h.ServeHTTP(w, r)
-	return nil
-}
-
-// headWriter drops the body of a HEAD response.
-type headWriter struct{ http.ResponseWriter }
-
-func (headWriter) Write(p []byte) (int, error) { return len(p), nil }
-
-// etagDir gives its files file_server's ETag (modification time and size in
-// base 36), as the plugin does so that If-Match from a client that read a
-// file through file_server still matches. Its files are wrappers with no
-// ReadFrom or WriteTo, so, as with the plugin, COPY moves every byte
-// through a user-space buffer.
-type etagDir struct{ webdav.Dir }
-
-type etagFile struct{ webdav.File }
-
-type etagInfo struct{ os.FileInfo }
-
-func (d etagDir) OpenFile(ctx context.Context, name string, flag int, perm os.FileMode) (webdav.File, error) {
-	f, err := d.Dir.OpenFile(ctx, name, flag, perm)
-	if err != nil {
-		return nil, err
-	}
-	return etagFile{f}, nil
-}
-
-func (d etagDir) Stat(ctx context.Context, name string) (os.FileInfo, error) {
-	fi, err := d.Dir.Stat(ctx, name)
-	if err != nil {
-		return nil, err
-	}
-	return etagInfo{fi}, nil
-}
-
-func (f etagFile) Stat() (os.FileInfo, error) {
-	fi, err := f.File.Stat()
-	if err != nil {
-		return nil, err
-	}
-	return etagInfo{fi}, nil
-}
-
-func (fi etagInfo) ETag(context.Context) (string, error) {
-	t := fi.ModTime()
-	if t.Unix() == 0 || t.Unix() == 1 {
-		return "", nil
-	}
-	return `"` + strconv.FormatInt(t.UnixNano(), 36) + strconv.FormatInt(fi.Size(), 36) + `"`, nil
-}
-
-// UnmarshalCaddyfile reads the plugin's syntax:
-//
-//	webdav [<matcher>] {
-//		root   <path>
-//		prefix <path>
-//	}
-func (wd *webdavStandIn) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
-	d.Next()
-	if d.NextArg() {
-		return d.ArgErr()
-	}
-	for d.NextBlock(0) {
-		switch d.Val() {
-		case "root":
-			if !d.Args(&wd.Root) {
-				return d.ArgErr()
-			}
-		case "prefix":
-			if !d.Args(&wd.Prefix) {
-				return d.ArgErr()
-			}
-		default:
-			return d.Errf("unrecognized webdav subdirective %q", d.Val())
-		}
-	}
-	return nil
-}
-
-func init() {
-	caddy.RegisterModule(webdavStandIn{})
-	// No RegisterDirectiveOrder: like the plugin, webdav needs the user's
-	// `order webdav before file_server`, which startWebDAVCaddy adds.
-	httpcaddyfile.RegisterHandlerDirective("webdav", func(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
-		wd := new(webdavStandIn)
-		err := wd.UnmarshalCaddyfile(h.Dispenser)
-		return wd, err
-	})
-}
 
 // ---- running a WebDAV site -------------------------------------------------
 
@@ -196,103 +45,25 @@ http://127.0.0.1:{PORT} {
 // davInterval is the interval of webdavSite.
 const davInterval = 50 * time.Millisecond
 
-// startWebDAVCaddy runs sites behind the harness's global options plus the
-// `order webdav before file_server` line the plugin's README asks for. Like
-// startCaddy, it waits for the certificate of an https site.
-func startWebDAVCaddy(t testing.TB, root, sites string) (port, tlsPort int) {
-	t.Helper()
-	global := strings.Replace(globalOptions(t), "{\n", "{\n\torder webdav before file_server\n", 1)
-	return startCaddyGlobal(t, global, strings.ReplaceAll(sites, "{ROOT}", root))
-}
-
-// ---- trees of files --------------------------------------------------------
-
-// davMakeTree writes files files of size bytes each under dir, ten to a
-// folder, three folders deep, each with content of its own.
-func davMakeTree(t testing.TB, dir string, files, size int) {
-	t.Helper()
-	buf := make([]byte, size)
-	for i := range files {
-		sub := filepath.Join(dir, fmt.Sprintf("d%d", i/100), fmt.Sprintf("e%d", i/10%10))
-		if i%10 == 0 {
-			if err := os.MkdirAll(sub, 0o755); err != nil {
-				t.Fatal(err)
-			}
-		}
-		for j := range buf {
-			buf[j] = byte(i*31 + j*7)
-		}
-		if err := os.WriteFile(filepath.Join(sub, fmt.Sprintf("f%d.bin", i)), buf, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-}
-
-// davTreeDigest lists every entry under dir, relative to it, with a hash of
-// each file's bytes, so two trees compare equal only when they hold the same
-// folders and byte-identical files.
-func davTreeDigest(t testing.TB, dir string) map[string]string {
-	t.Helper()
-	out := map[string]string{}
-	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(dir, p)
-		if d.IsDir() {
-			out[rel+"/"] = "dir"
-			return nil
-		}
-		b, err := os.ReadFile(p)
-		if err != nil {
-			return err
-		}
-		out[rel] = fmt.Sprintf("%x", sha256.Sum256(b))
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
-
-// davSameTree fails the test unless got holds exactly what want holds.
-func davSameTree(t testing.TB, want, got map[string]string) {
-	t.Helper()
-	missing, differ := 0, 0
-	for k, v := range want {
-		g, ok := got[k]
-		switch {
-		case !ok:
-			missing++
-		case g != v:
-			differ++
-		}
-	}
-	if missing > 0 || differ > 0 || len(got) != len(want) {
-		t.Fatalf("destination tree: %d entries missing, %d differ, %d entries for %d in the source", missing, differ, len(got), len(want))
-	}
-}
-
 // ---- raw exchanges ---------------------------------------------------------
 
 // davCheckInterimsThenFinal asserts the byte-level shape of a response read
-// with readToClose: only bare `102 Processing` interims, all of them before
+// with harness.ReadToClose: only bare `102 Processing` interims, all of them before
 // the one final status line, and nothing after the final response.
-func davCheckInterimsThenFinal(t testing.TB, ex *rawResponse, status int) {
+func davCheckInterimsThenFinal(t testing.TB, ex *harness.RawResponse, status int) {
 	t.Helper()
 	if ex.Status != status {
 		t.Fatalf("final status %d, want %d; wire:\n%.2000s", ex.Status, status, ex.Wire)
 	}
 	for i, in := range ex.Interims {
-		if in.Code != 102 || in.Raw != bareProcessing {
+		if in.Code != 102 || in.Raw != harness.BareProcessing {
 			t.Fatalf("interim %d is %q, want a bare 102", i, in.Raw)
 		}
 	}
 	if n := bytes.Count(ex.Wire, []byte("HTTP/1.1 102 Processing\r\n")); n != len(ex.Interims) {
 		t.Fatalf("%d 102 status lines on the wire, %d parsed before the final status", n, len(ex.Interims))
 	}
-	if at := len(ex.Interims) * len(bareProcessing); !bytes.HasPrefix(ex.Wire[at:], fmt.Appendf(nil, "HTTP/1.1 %d ", status)) {
+	if at := len(ex.Interims) * len(harness.BareProcessing); !bytes.HasPrefix(ex.Wire[at:], fmt.Appendf(nil, "HTTP/1.1 %d ", status)) {
 		t.Fatalf("the final status line does not follow the %d interims; wire:\n%.2000s", len(ex.Interims), ex.Wire)
 	}
 	// The raw reader stops where the final response's framing ends.
@@ -340,7 +111,7 @@ func davCopySource(t testing.TB, root string) func(n int) {
 	return func(n int) {
 		os.RemoveAll(filepath.Join(root, "src"))
 		os.RemoveAll(filepath.Join(root, "dst"))
-		davMakeTree(t, filepath.Join(root, "src"), n, davFileSize)
+		harness.MakeTree(t, filepath.Join(root, "src"), n, davFileSize)
 	}
 }
 
@@ -362,26 +133,26 @@ func davRequest(method, port, path string, extra ...string) string {
 
 func TestWebDAVCopyTreeGets102sThen201AndACompleteCopy(t *testing.T) {
 	root := t.TempDir()
-	port, _ := startWebDAVCaddy(t, root, webdavSite)
+	port, _ := harness.StartWebDAVCaddy(t, root, webdavSite)
 	p := strconv.Itoa(port)
-	addr := loopback(port)
-	var ex *rawResponse
+	addr := harness.Loopback(port)
+	var ex *harness.RawResponse
 	davGrowing(t, "COPY", davCopySource(t, root), func() (int, time.Duration) {
-		ex = rawRequest(t, addr, davRequest("COPY", p, "/dav/src/",
-			"Destination: http://127.0.0.1:"+p+"/dav/dst/", "Depth: infinity"), readToClose)
+		ex = harness.RawRequest(t, addr, davRequest("COPY", p, "/dav/src/",
+			"Destination: http://127.0.0.1:"+p+"/dav/dst/", "Depth: infinity"), harness.ReadToClose)
 		davCheckInterimsThenFinal(t, ex, http.StatusCreated)
 		return len(ex.Interims), ex.Elapsed
 	})
 	if string(ex.Body) != "Created" {
 		t.Fatalf("body %q", ex.Body)
 	}
-	davSameTree(t, davTreeDigest(t, filepath.Join(root, "src")), davTreeDigest(t, filepath.Join(root, "dst")))
+	harness.SameTree(t, harness.TreeDigest(t, filepath.Join(root, "src")), harness.TreeDigest(t, filepath.Join(root, "dst")))
 }
 
 // davCheckRhythm asserts that the 102s kept to the configured rhythm: no
 // more than one per interval (plus the first). Arrival times are not used:
 // on a loaded machine two 102s can reach the client in one read.
-func davCheckRhythm(t testing.TB, ex *rawResponse) {
+func davCheckRhythm(t testing.TB, ex *harness.RawResponse) {
 	t.Helper()
 	if most := int(ex.Elapsed/davInterval) + 1; len(ex.Interims) > most {
 		t.Fatalf("%d 102s in %v at one per %v", len(ex.Interims), ex.Elapsed, davInterval)
@@ -394,16 +165,16 @@ func davCheckRhythm(t testing.TB, ex *rawResponse) {
 // long MOVE gets 102s and 204, the quick one 201 and no 102 at all.
 func TestWebDAVMoveOntoLargeTreeGets102sThen204(t *testing.T) {
 	root := t.TempDir()
-	port, _ := startWebDAVCaddy(t, root, webdavSite)
+	port, _ := harness.StartWebDAVCaddy(t, root, webdavSite)
 	p := strconv.Itoa(port)
-	addr := loopback(port)
+	addr := harness.Loopback(port)
 	src, dst := filepath.Join(root, "src"), filepath.Join(root, "dst")
 
-	davMakeTree(t, filepath.Join(root, "small"), 300, davFileSize)
-	want := davTreeDigest(t, filepath.Join(root, "small"))
+	harness.MakeTree(t, filepath.Join(root, "small"), 300, davFileSize)
+	want := harness.TreeDigest(t, filepath.Join(root, "small"))
 
 	// The quick MOVE: a rename onto a free name.
-	ex := rawRequest(t, addr, davRequest("MOVE", p, "/dav/small/", "Destination: http://127.0.0.1:"+p+"/dav/moved/"), readToClose)
+	ex := harness.RawRequest(t, addr, davRequest("MOVE", p, "/dav/small/", "Destination: http://127.0.0.1:"+p+"/dav/moved/"), harness.ReadToClose)
 	davCheckInterimsThenFinal(t, ex, http.StatusCreated)
 	t.Logf("MOVE onto a free name: %v, %d 102s", ex.Elapsed.Round(time.Millisecond), len(ex.Interims))
 	// One rename(2) is done long before the 50 ms delay (1 ms measured):
@@ -419,17 +190,17 @@ func TestWebDAVMoveOntoLargeTreeGets102sThen204(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(root, "small")); !os.IsNotExist(err) {
 		t.Fatalf("source still there after MOVE: %v", err)
 	}
-	davSameTree(t, want, davTreeDigest(t, filepath.Join(root, "moved")))
+	harness.SameTree(t, want, harness.TreeDigest(t, filepath.Join(root, "moved")))
 
 	// The long MOVE: onto a large existing tree, which goes first.
 	davGrowing(t, "MOVE over an existing tree", func(n int) {
 		os.RemoveAll(src)
 		os.RemoveAll(dst)
-		davMakeTree(t, src, 300, davFileSize) // the same bytes as want
-		davMakeTree(t, dst, n, davFileSize)
+		harness.MakeTree(t, src, 300, davFileSize) // the same bytes as want
+		harness.MakeTree(t, dst, n, davFileSize)
 	}, func() (int, time.Duration) {
-		ex = rawRequest(t, addr, davRequest("MOVE", p, "/dav/src/",
-			"Destination: http://127.0.0.1:"+p+"/dav/dst/", "Overwrite: T"), readToClose)
+		ex = harness.RawRequest(t, addr, davRequest("MOVE", p, "/dav/src/",
+			"Destination: http://127.0.0.1:"+p+"/dav/dst/", "Overwrite: T"), harness.ReadToClose)
 		davCheckInterimsThenFinal(t, ex, http.StatusNoContent)
 		return len(ex.Interims), ex.Elapsed
 	})
@@ -440,19 +211,19 @@ func TestWebDAVMoveOntoLargeTreeGets102sThen204(t *testing.T) {
 		t.Fatalf("source still there after MOVE: %v", err)
 	}
 	// Nothing of the old destination is left, and nothing is lost.
-	davSameTree(t, want, davTreeDigest(t, dst))
+	harness.SameTree(t, want, harness.TreeDigest(t, dst))
 }
 
 func TestWebDAVDeleteLargeTreeGets102sThen204(t *testing.T) {
 	root := t.TempDir()
-	port, _ := startWebDAVCaddy(t, root, webdavSite)
+	port, _ := harness.StartWebDAVCaddy(t, root, webdavSite)
 	p := strconv.Itoa(port)
 	dir := filepath.Join(root, "big")
-	var ex *rawResponse
+	var ex *harness.RawResponse
 	davGrowing(t, "DELETE", func(n int) {
-		davMakeTree(t, dir, n, davFileSize)
+		harness.MakeTree(t, dir, n, davFileSize)
 	}, func() (int, time.Duration) {
-		ex = rawRequest(t, loopback(port), davRequest("DELETE", p, "/dav/big/"), readToClose)
+		ex = harness.RawRequest(t, harness.Loopback(port), davRequest("DELETE", p, "/dav/big/"), harness.ReadToClose)
 		davCheckInterimsThenFinal(t, ex, http.StatusNoContent)
 		return len(ex.Interims), ex.Elapsed
 	})
@@ -465,15 +236,15 @@ func TestWebDAVDeleteLargeTreeGets102sThen204(t *testing.T) {
 // whatever the 102s before it, none may appear in the stream.
 func TestWebDAVPropfindInfinityStreams207WithNo102Inside(t *testing.T) {
 	root := t.TempDir()
-	port, _ := startWebDAVCaddy(t, root, webdavSite)
+	port, _ := harness.StartWebDAVCaddy(t, root, webdavSite)
 	p := strconv.Itoa(port)
 	const files = 1500 // 1666 entries: 0.5 to 2.5 s of streaming
-	davMakeTree(t, filepath.Join(root, "tree"), files, 64)
-	entries := len(davTreeDigest(t, filepath.Join(root, "tree")))
+	harness.MakeTree(t, filepath.Join(root, "tree"), files, 64)
+	entries := len(harness.TreeDigest(t, filepath.Join(root, "tree")))
 
 	body := `<?xml version="1.0" encoding="utf-8"?><D:propfind xmlns:D="DAV:"><D:allprop/></D:propfind>`
-	ex := rawRequest(t, loopback(port), davRequest("PROPFIND", p, "/dav/tree/", "Depth: infinity",
-		"Content-Type: application/xml", "Content-Length: "+strconv.Itoa(len(body)))+"\r\n"+body, readToClose)
+	ex := harness.RawRequest(t, harness.Loopback(port), davRequest("PROPFIND", p, "/dav/tree/", "Depth: infinity",
+		"Content-Type: application/xml", "Content-Length: "+strconv.Itoa(len(body)))+"\r\n"+body, harness.ReadToClose)
 	davCheckInterimsThenFinal(t, ex, http.StatusMultiStatus)
 	t.Logf("PROPFIND Depth: infinity of %d entries: %v, %d bytes of XML, %d 102s before the 207",
 		entries, ex.Elapsed.Round(time.Millisecond), len(ex.Body), len(ex.Interims))
@@ -502,9 +273,9 @@ func TestWebDAVLockAndUnlockAfter102(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(root, "doc.txt"), []byte("hello"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	port, _ := startWebDAVCaddy(t, root, webdavSite)
+	port, _ := harness.StartWebDAVCaddy(t, root, webdavSite)
 	p := strconv.Itoa(port)
-	addr := loopback(port)
+	addr := harness.Loopback(port)
 	lockBody := `<?xml version="1.0" encoding="utf-8"?><D:lockinfo xmlns:D="DAV:"><D:lockscope><D:exclusive/></D:lockscope><D:locktype><D:write/></D:locktype><D:owner>test</D:owner></D:lockinfo>`
 
 	for _, prefer := range []bool{false, true} {
@@ -513,8 +284,8 @@ func TestWebDAVLockAndUnlockAfter102(t *testing.T) {
 			if prefer {
 				extra = append(extra, "Prefer: processing")
 			}
-			ex := rawRequest(t, addr, davRequest("LOCK", p, "/dav/doc.txt", append(extra, "Timeout: Second-60",
-				"Content-Type: application/xml", "Content-Length: "+strconv.Itoa(len(lockBody)))...)+"\r\n"+lockBody, readToClose)
+			ex := harness.RawRequest(t, addr, davRequest("LOCK", p, "/dav/doc.txt", append(extra, "Timeout: Second-60",
+				"Content-Type: application/xml", "Content-Length: "+strconv.Itoa(len(lockBody)))...)+"\r\n"+lockBody, harness.ReadToClose)
 			davCheckInterimsThenFinal(t, ex, http.StatusOK)
 			if prefer != (len(ex.Interims) == 1) {
 				t.Fatalf("prefer=%v: %d 102s before the LOCK's 200", prefer, len(ex.Interims))
@@ -525,15 +296,15 @@ func TestWebDAVLockAndUnlockAfter102(t *testing.T) {
 			}
 
 			// The lock holds: a PUT without the token is refused.
-			put := rawRequest(t, addr, davRequest("PUT", p, "/dav/doc.txt", "Content-Length: 3")+"new", readToClose)
+			put := harness.RawRequest(t, addr, davRequest("PUT", p, "/dav/doc.txt", "Content-Length: 3")+"new", harness.ReadToClose)
 			davCheckInterimsThenFinal(t, put, http.StatusLocked)
 
-			ex = rawRequest(t, addr, davRequest("UNLOCK", p, "/dav/doc.txt", append(extra, "Lock-Token: "+token)...), readToClose)
+			ex = harness.RawRequest(t, addr, davRequest("UNLOCK", p, "/dav/doc.txt", append(extra, "Lock-Token: "+token)...), harness.ReadToClose)
 			davCheckInterimsThenFinal(t, ex, http.StatusNoContent)
 			if prefer != (len(ex.Interims) == 1) {
 				t.Fatalf("prefer=%v: %d 102s before the UNLOCK's 204", prefer, len(ex.Interims))
 			}
-			put = rawRequest(t, addr, davRequest("PUT", p, "/dav/doc.txt", "Content-Length: 3")+"new", readToClose)
+			put = harness.RawRequest(t, addr, davRequest("PUT", p, "/dav/doc.txt", "Content-Length: 3")+"new", harness.ReadToClose)
 			davCheckInterimsThenFinal(t, put, http.StatusCreated)
 		})
 	}
@@ -545,7 +316,7 @@ func TestWebDAVLockAndUnlockAfter102(t *testing.T) {
 // and the stored file is the body, byte for byte.
 func TestWebDAVPutLargeBodyWithExpectContinue(t *testing.T) {
 	root := t.TempDir()
-	port, _ := startWebDAVCaddy(t, root, webdavSite)
+	port, _ := harness.StartWebDAVCaddy(t, root, webdavSite)
 	p := strconv.Itoa(port)
 
 	const slice, slices = 1 << 20, 24 // 24 MiB in 1 MiB slices every 25 ms
@@ -553,7 +324,7 @@ func TestWebDAVPutLargeBodyWithExpectContinue(t *testing.T) {
 	for i := range body {
 		body[i] = byte(i * 131 >> 8)
 	}
-	conn, err := dialRaw(loopback(port))
+	conn, err := harness.DialRaw(harness.Loopback(port))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -583,7 +354,7 @@ func TestWebDAVPutLargeBodyWithExpectContinue(t *testing.T) {
 	}
 	// After the 100: the 102s, the final response, and nothing after it
 	// (a second 100 would show as an interim other than a bare 102).
-	res, err := readRawResponse(br, start, false)
+	res, err := harness.ReadRawResponse(br, start, false)
 	if err != nil {
 		t.Fatalf("reading response: %v\n%s", err, res.Wire)
 	}
@@ -607,34 +378,34 @@ func TestWebDAVPutLargeBodyWithExpectContinue(t *testing.T) {
 
 func TestWebDAVCopyTreeOverHTTP2(t *testing.T) {
 	root := t.TempDir()
-	_, tlsPort := startWebDAVCaddy(t, root, strings.Replace(webdavSite, "http://127.0.0.1:{PORT}", "https://127.0.0.1:{TLSPORT}", 1))
+	_, tlsPort := harness.StartWebDAVCaddy(t, root, strings.Replace(webdavSite, "http://127.0.0.1:{PORT}", "https://127.0.0.1:{TLSPORT}", 1))
 	base := fmt.Sprintf("https://127.0.0.1:%d", tlsPort)
-	client := h2Client()
+	client := harness.H2Client()
 	defer client.CloseIdleConnections()
-	var s *seen
+	var s *harness.Seen
 	davGrowing(t, "COPY over HTTP/2", davCopySource(t, root), func() (int, time.Duration) {
-		req, err := http.NewRequestWithContext(withTimeout(t, 60*time.Second), "COPY", base+"/dav/src/", nil)
+		req, err := http.NewRequestWithContext(harness.WithTimeout(t, 60*time.Second), "COPY", base+"/dav/src/", nil)
 		if err != nil {
 			t.Fatal(err)
 		}
 		req.Header.Set("Destination", base+"/dav/dst/")
 		start := time.Now()
-		s, err = tracedDo(t, client, req)
+		s, err = harness.TracedDo(t, client, req)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if s.Proto != "HTTP/2.0" || s.Status != http.StatusCreated || string(s.Body) != "Created" {
 			t.Fatalf("%s %d %q", s.Proto, s.Status, s.Body)
 		}
-		if s.count(102) != len(s.Interims) {
+		if s.Count(102) != len(s.Interims) {
 			t.Fatalf("interims other than 102: %+v", s.Interims)
 		}
-		return s.count(102), time.Since(start)
+		return s.Count(102), time.Since(start)
 	})
 	for _, in := range s.Interims {
 		if len(in.Header) != 0 {
 			t.Fatalf("a 102 with header fields %v", in.Header)
 		}
 	}
-	davSameTree(t, davTreeDigest(t, filepath.Join(root, "src")), davTreeDigest(t, filepath.Join(root, "dst")))
+	harness.SameTree(t, harness.TreeDigest(t, filepath.Join(root, "src")), harness.TreeDigest(t, filepath.Join(root, "dst")))
 }

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs each fuzz target of fuzz_test.go in turn, FUZZTIME each (30s unless
+# Runs each fuzz target in turn (package and target below), FUZZTIME each (30s unless
 # set). go test accepts only one target per -fuzz run. A crash is written to
 # testdata/fuzz/<target>/ and fails the run; commit that file with a fix, and
 # it stays a regression test that every plain `go test` replays.
@@ -8,7 +8,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 fuzztime=${FUZZTIME:-30s}
-for target in FuzzCaddyfileDirective FuzzJSONConfig FuzzRequestHeaders FuzzPreferParser FuzzMonitorPath; do
-	echo "== fuzz $target for $fuzztime"
-	go test -run '^$' -fuzz "^${target}\$" -fuzztime "$fuzztime" -fuzzminimizetime 5s .
-done
+while read -r pkg target; do
+	echo "== fuzz $pkg $target for $fuzztime"
+	go test -run '^$' -fuzz "^${target}\$" -fuzztime "$fuzztime" -fuzzminimizetime 5s "$pkg"
+done <<'TARGETS'
+. FuzzCaddyfileDirective
+. FuzzJSONConfig
+. FuzzRequestHeaders
+./internal/prefer FuzzParse
+./async FuzzPreferAsync
+./async FuzzMonitorPath
+TARGETS

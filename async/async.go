@@ -1,0 +1,222 @@
+package async
+
+// Async mode: a request carrying `Prefer: respond-async` (RFC 7240 §4.1)
+// becomes a job. If it is not done within `wait`, the client gets
+// `202 Accepted` pointing at a status monitor (RFC 9110 §15.3.3) served by
+// this handler, and the job's state and final response go to Caddy's
+// storage, where any instance sharing that storage can answer for it.
+// async_job.go runs a job, async_monitor.go serves the monitor,
+// async_store.go keeps job records, async_registry.go holds the jobs that
+// run in this process, async_admin.go lists them on the admin API.
+
+import (
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/caddyserver/certmagic"
+	"go.uber.org/zap"
+)
+
+// Defaults of Config, as the issue and the README state them.
+const (
+	defaultAsyncWait      = 2 * time.Second
+	defaultAsyncMonitor   = "/.well-known/processing/jobs"
+	defaultAsyncKeep      = time.Hour
+	defaultAsyncMaxBody   = 16 << 20
+	defaultAsyncMaxResult = 64 << 20
+	defaultAsyncMaxJobs   = 1000
+	defaultAsyncMaxStored = 1 << 30
+	defaultAsyncRefresh   = 5 * time.Second
+)
+
+// Config turns a request carrying `Prefer: respond-async` into a job
+// whose status and result a client polls at a monitor URL.
+type Config struct {
+	// How long a request waits for its job before the client gets
+	// `202 Accepted`. A client's `Prefer: wait=N` (RFC 7240 §4.3) lowers it
+	// for its request. Duration; default 2s.
+	Wait caddy.Duration `json:"wait,omitempty"`
+
+	// The path prefix of the status monitor on this site: a job's status
+	// is at `<monitor>/<id>` and its response at `<monitor>/<id>/result`.
+	// The directive's matcher must match these paths. Default
+	// `/.well-known/processing/jobs`.
+	Monitor string `json:"monitor,omitempty"`
+
+	// How long a finished job's status and result stay, from the job's end.
+	// Duration; default 1h.
+	Keep caddy.Duration `json:"keep,omitempty"`
+
+	// The largest request body a job accepts, read in full before the job
+	// starts; a larger one gets 413. Bytes; default 16 MiB.
+	MaxBody int64 `json:"max_body,omitempty"`
+
+	// The largest final response a job may record; a larger one fails the
+	// job. Bytes; default 64 MiB.
+	MaxResult int64 `json:"max_result,omitempty"`
+
+	// The most jobs running at once in this Caddy process; beyond it a new
+	// one gets 503 with Retry-After. Count; default 1000.
+	MaxJobs int `json:"max_jobs,omitempty"`
+
+	// The most bytes of results stored at once, as this instance counts
+	// them; while they are reached a new job gets 503. Bytes; default 1 GiB.
+	MaxStored int64 `json:"max_stored,omitempty"`
+
+	// How often the instance running a job writes that it is still
+	// running; a job not refreshed for three periods reports failed,
+	// "instance lost". Duration; default 5s.
+	Refresh caddy.Duration `json:"refresh,omitempty"`
+
+	wait      time.Duration
+	keep      time.Duration
+	refresh   time.Duration
+	storage   certmagic.Storage
+	logger    *zap.Logger
+	monitorSl string // Monitor + "/"
+	acquired  bool
+}
+
+// Provision fills in the defaults and joins the process-wide job registry.
+func (a *Config) Provision(ctx caddy.Context) error {
+	// Caddy validates after provisioning; the registry must not be joined
+	// with values that cannot work.
+	if err := a.Validate(); err != nil {
+		return err
+	}
+	a.wait = durationOr(a.Wait, defaultAsyncWait)
+	a.keep = durationOr(a.Keep, defaultAsyncKeep)
+	a.refresh = durationOr(a.Refresh, defaultAsyncRefresh)
+	if a.Monitor == "" {
+		a.Monitor = defaultAsyncMonitor
+	}
+	a.Monitor = strings.TrimSuffix(a.Monitor, "/")
+	a.monitorSl = a.Monitor + "/"
+	if a.MaxBody == 0 {
+		a.MaxBody = defaultAsyncMaxBody
+	}
+	if a.MaxResult == 0 {
+		a.MaxResult = defaultAsyncMaxResult
+	}
+	if a.MaxJobs == 0 {
+		a.MaxJobs = defaultAsyncMaxJobs
+	}
+	if a.MaxStored == 0 {
+		a.MaxStored = defaultAsyncMaxStored
+	}
+	a.storage = configStorage(ctx)
+	if a.storage == nil {
+		return fmt.Errorf("async: this config has no storage")
+	}
+	a.logger = ctx.Logger().Named("async")
+	if err := registerAsyncMetrics(ctx.GetMetricsRegistry()); err != nil {
+		return err
+	}
+	if err := registry.acquire(ctx, a); err != nil {
+		return err
+	}
+	a.acquired = true
+	return nil
+}
+
+// configStorage is ctx.Storage(), or nil for a context made without a
+// config (caddy.NewContext, as tests do), where that method dereferences a
+// nil config.
+func configStorage(ctx caddy.Context) (s certmagic.Storage) {
+	defer func() { _ = recover() }()
+	return ctx.Storage()
+}
+
+func durationOr(d caddy.Duration, def time.Duration) time.Duration {
+	if d == 0 {
+		return def
+	}
+	return time.Duration(d)
+}
+
+// Validate rejects values that cannot work; zero means the default.
+func (a *Config) Validate() error {
+	for _, d := range []struct {
+		name string
+		v    caddy.Duration
+	}{{"wait", a.Wait}, {"keep", a.Keep}, {"refresh", a.Refresh}} {
+		if d.v < 0 {
+			return fmt.Errorf("async: %s must be a positive duration, got %s", d.name, time.Duration(d.v))
+		}
+	}
+	if a.Monitor != "" {
+		if err := validateMonitorPath(a.Monitor); err != nil {
+			return fmt.Errorf("async: monitor: %v", err)
+		}
+	}
+	for _, s := range []struct {
+		name string
+		v    int64
+	}{{"max_body", a.MaxBody}, {"max_result", a.MaxResult}, {"max_stored", a.MaxStored}, {"max_jobs", int64(a.MaxJobs)}} {
+		if s.v < 0 {
+			return fmt.Errorf("async: %s must be positive, got %d", s.name, s.v)
+		}
+	}
+	return nil
+}
+
+// validateMonitorPath accepts an absolute, clean path with no placeholder:
+// the monitor is matched literally against request paths.
+func validateMonitorPath(p string) error {
+	switch {
+	case !strings.HasPrefix(p, "/"):
+		return fmt.Errorf("must be a path starting with /, got %q", p)
+	case strings.ContainsAny(p, "{}?#*% \t"):
+		return fmt.Errorf("must be a plain path without placeholders, wildcards, query or escapes, got %q", p)
+	case strings.Contains(p, "//") || strings.Contains(p, "/./") || strings.Contains(p, "/../") ||
+		strings.HasSuffix(p, "/.") || strings.HasSuffix(p, "/.."):
+		return fmt.Errorf("must be a clean path, got %q", p)
+	case p == "/":
+		return fmt.Errorf("must not be the whole site, got %q", p)
+	}
+	return nil
+}
+
+// Cleanup leaves the registry; the last one out cancels the running jobs.
+func (a *Config) Cleanup() error {
+	if a.acquired {
+		a.acquired = false
+		registry.release()
+	}
+	return nil
+}
+
+// Serve is async mode's one entry point, called at the top of the
+// processing handler's ServeHTTP. It answers monitor
+// requests and requests that ask to go async; handled is false for every
+// other request, which the handler serves as usual.
+func (a *Config) Serve(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) (handled bool, err error) {
+	if strings.HasPrefix(r.URL.Path, a.monitorSl) || r.URL.Path == a.Monitor {
+		return true, a.serveMonitor(w, r)
+	}
+	pref := preferAsync(r.Header["Prefer"])
+	if !pref.respondAsync || !canGoAsync(r) {
+		return false, nil
+	}
+	wait := a.wait
+	if pref.hasWait && pref.wait < wait {
+		wait = pref.wait
+	}
+	return true, a.submit(w, r, next, wait)
+}
+
+// canGoAsync rules out what a recorded response cannot carry: a protocol
+// switch (Upgrade, RFC 9110 §7.8, such as WebSocket) and CONNECT tunnels.
+func canGoAsync(r *http.Request) bool {
+	if r.Method == http.MethodConnect {
+		return false
+	}
+	if r.Header.Get("Upgrade") != "" {
+		return false
+	}
+	return true
+}

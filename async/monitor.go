@@ -1,0 +1,206 @@
+package async
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+)
+
+// serveMonitor answers the status monitor (RFC 9110 §15.3.3), after the
+// Azure asynchronous request-reply pattern:
+//
+//	GET    <monitor>/<id>         200 and the status while running;
+//	                              303 to <monitor>/<id>/result on success;
+//	                              200 and the status when failed or canceled
+//	GET    <monitor>/<id>/result  the recorded response
+//	DELETE <monitor>/<id>         cancel and forget the job: 204
+//
+// HEAD works as GET. An unknown, expired, malformed or foreign id (an
+// Authorization other than the submitter's) answers 404, the same in every
+// case, so that a client learns nothing about ids it does not hold. There
+// is no listing.
+func (a *Config) serveMonitor(w http.ResponseWriter, r *http.Request) error {
+	rest := strings.TrimPrefix(r.URL.Path, a.monitorSl)
+	id, sub, hasSub := strings.Cut(rest, "/")
+	if r.URL.Path == a.Monitor || !validJobID(id) || (hasSub && sub != "result") {
+		return notFound(w, r)
+	}
+	isResult := hasSub
+	switch r.Method {
+	case http.MethodGet, http.MethodHead:
+	case http.MethodDelete:
+		if isResult {
+			return methodNotAllowed(w, "GET, HEAD")
+		}
+	default:
+		if isResult {
+			return methodNotAllowed(w, "GET, HEAD")
+		}
+		return methodNotAllowed(w, "GET, HEAD, DELETE")
+	}
+
+	ctx := r.Context()
+	rec, err := loadJobRecord(ctx, a.storage, id)
+	if errors.Is(err, errNoRecord) {
+		return notFound(w, r)
+	}
+	if err != nil {
+		a.logger.Error("loading an async job's record", zap.String("id", id), zap.Error(err))
+		return caddyhttp.Error(http.StatusInternalServerError, err)
+	}
+	if !authMatches(rec, r) {
+		return notFound(w, r)
+	}
+	now := time.Now()
+	local := registry.lookup(id)
+	view := rec
+	if local == nil {
+		view = rec.view(now)
+	}
+	if view.Status != statusRunning && now.After(view.Ended.Add(rec.Keep)) {
+		return notFound(w, r) // expired; the sweep deletes it
+	}
+	if view.Status == statusRunning && local == nil && a.storage.Exists(ctx, jobCancelKey(id)) {
+		return notFound(w, r) // deleted on another instance, still winding down there
+	}
+
+	if r.Method == http.MethodDelete {
+		return a.deleteJob(ctx, w, view, local)
+	}
+	if isResult {
+		return a.serveResult(ctx, w, r, view)
+	}
+	h := w.Header()
+	h.Set("Cache-Control", "no-store")
+	switch view.Status {
+	case statusRunning:
+		h.Set("Retry-After", retryAfter(now.Sub(rec.Created)))
+		return writeJSON(w, r, http.StatusOK, view.public(now))
+	case statusSucceeded:
+		h.Set("Location", a.monitorSl+id+"/result")
+		return writeJSON(w, r, http.StatusSeeOther, view.public(now))
+	default:
+		return writeJSON(w, r, http.StatusOK, view.public(now))
+	}
+}
+
+// authMatches compares the Authorization of r with the submitter's, by
+// their hashes in constant time, so that timing says nothing of the stored
+// hash. A job submitted without Authorization is open to any holder of its
+// id.
+func authMatches(rec jobRecord, r *http.Request) bool {
+	if rec.Auth == "" {
+		return true
+	}
+	got := authHash(rec.ID, r.Header["Authorization"])
+	return subtle.ConstantTimeCompare([]byte(got), []byte(rec.Auth)) == 1
+}
+
+// serveResult writes the recorded response: its status, its end-to-end
+// header fields and its body byte for byte.
+func (a *Config) serveResult(ctx context.Context, w http.ResponseWriter, r *http.Request, rec jobRecord) error {
+	if rec.Status != statusSucceeded {
+		return notFound(w, r)
+	}
+	b, err := a.storage.Load(ctx, jobResultKey(rec.ID))
+	if err != nil {
+		if ctx.Err() == nil && a.storage.Exists(ctx, jobStatusKey(rec.ID)) {
+			a.logger.Error("loading an async job's result", zap.String("id", rec.ID), zap.Error(err))
+			return caddyhttp.Error(http.StatusInternalServerError, err)
+		}
+		return notFound(w, r) // deleted meanwhile
+	}
+	res, err := decodeResult(b)
+	if err != nil {
+		a.logger.Error("decoding an async job's result", zap.String("id", rec.ID), zap.Error(err))
+		return caddyhttp.Error(http.StatusInternalServerError, err)
+	}
+	h := w.Header()
+	maps.Copy(h, res.Header)
+	h.Set("Content-Length", strconv.Itoa(len(res.Body)))
+	w.WriteHeader(res.Status)
+	if r.Method == http.MethodHead {
+		return nil
+	}
+	_, err = w.Write(res.Body)
+	return err
+}
+
+// deleteJob cancels a running job and deletes what is stored of it.
+func (a *Config) deleteJob(ctx context.Context, w http.ResponseWriter, rec jobRecord, local *job) error {
+	switch {
+	case local != nil:
+		// The job deletes its folder when its handlers return; this waits
+		// a bounded time for that, then deletes anyway.
+		local.deleteLocal()
+		stored := local.markFinal() // non-zero if it finished storing just before
+		if err := a.storage.Delete(ctx, jobKey(rec.ID)); err != nil {
+			return a.storageFailure(rec.ID, err)
+		}
+		registry.subStored(stored)
+	case rec.Status == statusRunning:
+		// Running on another instance: leave a marker that its refresh
+		// picks up (within one refresh period) to cancel the job, and
+		// remove the record so that no instance serves it meanwhile.
+		if err := a.storage.Store(ctx, jobCancelKey(rec.ID), []byte(time.Now().UTC().Format(time.RFC3339))); err != nil {
+			return a.storageFailure(rec.ID, err)
+		}
+		if err := a.storage.Delete(ctx, jobStatusKey(rec.ID)); err != nil {
+			return a.storageFailure(rec.ID, err)
+		}
+	default:
+		if err := a.storage.Delete(ctx, jobKey(rec.ID)); err != nil {
+			return a.storageFailure(rec.ID, err)
+		}
+		registry.subStored(rec.ResultSize)
+		asyncOutcomes.WithLabelValues("deleted").Inc()
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func (a *Config) storageFailure(id string, err error) error {
+	a.logger.Error("deleting an async job", zap.String("id", id), zap.Error(err))
+	return caddyhttp.Error(http.StatusInternalServerError, fmt.Errorf("async: deleting job: %w", err))
+}
+
+// notFound answers 404 itself rather than returning an error to Caddy, so
+// that every 404 of the monitor is the same bytes whatever the cause.
+func notFound(w http.ResponseWriter, r *http.Request) error {
+	w.Header().Set("Cache-Control", "no-store")
+	return writeJSON(w, r, http.StatusNotFound, map[string]string{"error": "no such job"})
+}
+
+func methodNotAllowed(w http.ResponseWriter, allow string) error {
+	w.Header().Set("Allow", allow)
+	w.WriteHeader(http.StatusMethodNotAllowed)
+	return nil
+}
+
+// writeJSON writes v as the whole response.
+func writeJSON(w http.ResponseWriter, r *http.Request, code int, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	b = append(b, '\n')
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Content-Length", strconv.Itoa(len(b)))
+	w.WriteHeader(code)
+	if r.Method == http.MethodHead {
+		return nil
+	}
+	_, err = w.Write(b)
+	return err
+}
