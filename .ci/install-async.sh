@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs what the async-mode client tests (async_clients_test.go) need
+# Installs what the async-mode client tests (interop/async_clients_test.go) need
 # beyond .ci/install-clients.sh: Python's requests module, from Debian's
 # python3-requests, for the README's polling example. Idempotent: when
 # python3 can import requests it does nothing. PyPI is not used.

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Installs what the browser suite (browsers_test.go) drives: Chromium and
+# Installs what the browser suite (interop/browsers_test.go) drives: Chromium and
 # Firefox ESR from Debian's packages, and the automation library
-# (puppeteer-core, pinned by testdata/browsers/package-lock.json) from npm
-# into testdata/browsers/node_modules. puppeteer-core never downloads a
+# (puppeteer-core, pinned by interop/testdata/browsers/package-lock.json) from npm
+# into interop/testdata/browsers/node_modules. puppeteer-core never downloads a
 # browser: the tests point it at Debian's binaries. Idempotent: with
 # everything present it does nothing, not even apt-get update.
 set -euo pipefail
@@ -18,7 +18,7 @@ else
 fi
 
 # npm ci again only when the lock file changed since the last install.
-lib=testdata/browsers
+lib=interop/testdata/browsers
 stamp="$lib/node_modules/.installed-lock.sha256"
 want=$(sha256sum "$lib/package-lock.json" | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs the client programs the compatibility suite (clients_test.go)
+# Installs the client programs the compatibility suite (interop/clients_test.go)
 # drives, from Debian's packages, when they are missing. Idempotent: with
 # everything present it does nothing, not even apt-get update.
 set -euo pipefail

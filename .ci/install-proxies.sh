@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs the reverse proxies the proxy suite (proxies_test.go) puts in
+# Installs the reverse proxies the proxy suite (interop/proxies_test.go) puts in
 # front of Caddy, from Debian's packages, when they are missing. The tests
 # start each proxy themselves, in the foreground, on a loopback port of
 # their own; the services the packages would start on install (nginx and
