@@ -6,8 +6,7 @@ import (
 	"time"
 )
 
-// floorReport is the kernel's floor for a 102 on HTTP/1.1 (issue 9, target
-// 2): the sender CPU of one 27-byte write to an idle loopback connection,
+// floorReport is the kernel's floor for a 102 on HTTP/1.1: the sender CPU of one 27-byte write to an idle loopback connection,
 // written round-robin to as many connections as the scale test holds, at
 // the scale test's rate (one write per connection per interval).
 type floorReport struct {

@@ -8,8 +8,8 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 )
 
-// floorHandler is the fast-path floor of issue 9's targets 1 and 5 in a
-// whole server: the least that any handler following issue 8's rule adds
+// floorHandler is the fast-path floor in a whole server: the least that
+// any handler giving each request objects of its own adds
 // to a request that ends before its first 102. Every object it hands the
 // next handler belongs to the one request and is never reused (a goroutine
 // that kept one must reach no other request), and the next handler gets a

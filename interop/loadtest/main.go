@@ -1,8 +1,7 @@
 // Command loadtest measures what the processing module costs a whole Caddy
-// server (issue 4, targets 2 to 4). It runs Caddy in this process and
-// compares each figure with the same Caddy whose config lacks the
-// `processing` line, alternating the two in one session so that both see
-// the same noise on a shared machine.
+// server. It runs Caddy in this process and compares each figure with the
+// same Caddy whose config lacks the `processing` line, alternating the two
+// in one run so that both see the same noise on a shared machine.
 //
 //	rps:   requests per second on the fast path, with wrk (HTTP/1.1) and
 //	       h2load (HTTP/2 over h2c), with and without the module.
@@ -12,7 +11,8 @@
 //	floor: the kernel's floor for one 102 on HTTP/1.1: 27-byte writes
 //	       round-robin to N idle loopback connections, one per connection
 //	       per interval, for the hold time.
-//	stall: issue 9's target 7: the scale load's 102 lateness, all with the
+//	stall: whether a client that stops reading delays others' 102s: the
+//	       scale load's 102 lateness, all with the
 //	       module, in phases without and with clients that stop reading
 //	       (stall.go). Not part of all.
 //
@@ -52,7 +52,7 @@ func main() {
 		rpsSim     = flag.Int("rps-simultaneous", 6, "rps: rounds that load both sides at once")
 		rpsTime    = flag.Duration("rps-duration", 4*time.Second, "rps: length of one run")
 		rpsConns   = flag.Int("rps-conns", 50, "rps: client connections")
-		rpsOthers  = flag.String("rps-sides", "", "rps: comma-separated sites to run in every round besides with and without: aa (a second site without the module, to calibrate) and floor (the fast-path floor of issue 8's rule, floormod.go)")
+		rpsOthers  = flag.String("rps-sides", "", "rps: comma-separated sites to run in every round besides with and without: aa (a second site without the module, to calibrate) and floor (the fast-path floor, floormod.go)")
 		n          = flag.Int("n", 10000, "scale: concurrent requests")
 		holdFor    = flag.Duration("hold", 30*time.Second, "scale: how long the server holds each request")
 		delay      = flag.Duration("delay", time.Second, "scale: processing delay")

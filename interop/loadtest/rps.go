@@ -41,7 +41,7 @@ type rpsSide struct {
 // module, besides the one with it: "aa", a second site without the module,
 // whose ratio calibrates the method (an A/A run: any distance from 1 is
 // the noise of the machine and of the method), and "floor", a site with
-// the fast-path floor of any design that follows issue 8 (floormod.go).
+// the fast-path floor (floormod.go).
 var rpsSides = map[string]string{
 	"aa":    "",
 	"floor": "loadtest_floor\n\t",

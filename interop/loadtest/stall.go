@@ -1,7 +1,7 @@
 package main
 
-// Issue 9, target 7: one client that stops reading changes the other
-// requests' 102 lateness p99 by at most 10 ms. Each protocol gets one Caddy
+// Stall isolation: how much one client that stops reading changes the
+// other requests' 102 lateness p99. Each protocol gets one Caddy
 // with the module, and phases alternate on it: A with no staller, B with
 // -stallers clients that stop reading, started after the ramp while every
 // measured request waits. The measured requests are the scale test's
