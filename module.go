@@ -159,6 +159,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return err
 	}
 	if h.Async != nil {
+		// Async mode writes the 102s of the requests it takes itself
+		// (async/progress.go), at this handler's pace.
+		h.Async.SetInterim(h.interval, h.Max)
 		return h.Async.Provision(ctx)
 	}
 	return nil

@@ -62,6 +62,8 @@ type job struct {
 	storeMu sync.Mutex
 	final   bool
 	stored  int64 // bytes of the result this job stored
+
+	live jobLive // progress.go: the latest Progress, for followers
 }
 
 // jobIDBytes is 144 bits from crypto/rand: more than the 128 the issue
@@ -113,8 +115,10 @@ func authHash(id string, authorization []string) string {
 const memBodyLimit = 1 << 20
 
 // submit turns the request into a job and answers it: directly if the job
-// is done within wait, else 202 Accepted (RFC 7240 §4.1).
-func (a *Config) submit(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, wait time.Duration) error {
+// is done within wait, else 202 Accepted (RFC 7240 §4.1), or, for a client
+// waiting with `Prefer: processing` (withInterims), 102s and the job's
+// response when it ends (progress.go).
+func (a *Config) submit(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, wait time.Duration, withInterims bool) error {
 	j := &job{
 		id:      newJobID(),
 		method:  r.Method,
@@ -132,6 +136,7 @@ func (a *Config) submit(w http.ResponseWriter, r *http.Request, next caddyhttp.H
 	// Made here, not lazily: reverse_proxy calls Header from its
 	// transport's goroutine for an upstream's 1xx, possibly first.
 	j.rec.header = make(http.Header)
+	j.rec.onInterim = j.live.noteInterim // progress.go
 
 	// Limits first, before a byte of the body is read (the issue's rule):
 	// a refused client has sent only its header.
@@ -184,8 +189,12 @@ func (a *Config) submit(w http.ResponseWriter, r *http.Request, next caddyhttp.H
 		j.cancel(fmt.Errorf("storage: %w", err))
 		return caddyhttp.Error(http.StatusInternalServerError, fmt.Errorf("async: storing the job: %w", err))
 	}
+	j.emit(EventJobStarted, statusRunning, "") // events.go
 	if r.Context().Err() != nil {
 		return nil // the client left; the job goes on
+	}
+	if withInterims {
+		return j.answerWithInterims(w, r) // progress.go
 	}
 	h := w.Header()
 	h.Set("Location", a.monitorSl+j.id)
@@ -297,6 +306,7 @@ func (j *job) finish() {
 			j.a.logger.Error("deleting an async job", zap.String("id", j.id), zap.Error(err))
 		}
 		asyncOutcomes.WithLabelValues("deleted").Inc()
+		j.emitEnded(statusCanceled, errDeleted.Error()) // events.go
 		return
 	}
 	status, reason := j.outcome()
@@ -332,6 +342,7 @@ func (j *job) finish() {
 	if c := j.a.logger.Check(zap.DebugLevel, "async job done"); c != nil {
 		c.Write(zap.String("id", j.id), zap.String("status", status), zap.String("reason", reason))
 	}
+	j.emitEnded(status, reason) // events.go
 }
 
 // outcome classifies a finished job.
@@ -352,7 +363,7 @@ func (j *job) outcome() (status, reason string) {
 		if errors.As(j.nextErr, &he) && he.StatusCode != 0 {
 			code = he.StatusCode
 		}
-		return statusFailed, fmt.Sprintf("handler error: %d %s", code, http.StatusText(code))
+		return statusFailed, fmt.Sprintf("%s %d %s", reasonHandlerError, code, http.StatusText(code))
 	}
 	return statusSucceeded, ""
 }
@@ -373,6 +384,7 @@ func (j *job) record(status, reason string, updated time.Time) jobRecord {
 		Created: j.created, Updated: updated,
 		Refresh: j.a.refresh, Keep: j.a.keep, Auth: j.auth,
 		Method: j.method, Path: j.path,
+		Progress: j.latestProgress(), // progress.go
 	}
 }
 
@@ -569,6 +581,9 @@ type recorder struct {
 	max        int64
 	overflow   bool
 	onOverflow func()
+	// onInterim sees each 1xx's header, on the goroutine that wrote it,
+	// for the job's Progress (progress.go).
+	onInterim func(http.Header)
 }
 
 func (rc *recorder) Header() http.Header {
@@ -580,6 +595,9 @@ func (rc *recorder) Header() http.Header {
 
 func (rc *recorder) WriteHeader(code int) {
 	if code >= 100 && code <= 199 && code != http.StatusSwitchingProtocols {
+		if rc.onInterim != nil {
+			rc.onInterim(rc.header)
+		}
 		return
 	}
 	if rc.status != 0 {

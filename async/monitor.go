@@ -80,6 +80,21 @@ func (a *Config) serveMonitor(w http.ResponseWriter, r *http.Request) error {
 	if isResult {
 		return a.serveResult(ctx, w, r, view)
 	}
+	// sse.go: the live progress of a job running here, the event stream,
+	// and 102s until the job ends for `Prefer: processing`.
+	if local != nil && view.Status == statusRunning {
+		view.Progress = local.latestProgress()
+	}
+	if wantsEventStream(r) {
+		return a.serveEvents(w, r, view, local)
+	}
+	if view.Status == statusRunning && wantsInterims(r) {
+		var gone bool
+		if view, gone = a.waitOnMonitor(w, r, view, local); gone {
+			return notFound(w, r)
+		}
+		now = time.Now()
+	}
 	h := w.Header()
 	h.Set("Cache-Control", "no-store")
 	switch view.Status {
