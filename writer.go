@@ -83,6 +83,7 @@ func (w *interimWriter) forwardInterim(code int) {
 			w.realHeader[k] = v
 		}
 	}
+	w.noteProgressLocked() // progress.go: later 102s carry its Progress
 	w.writeInterimLocked(w.rw, code)
 	if w.state == stateWaiting {
 		w.scheduleLocked(monoClock{}.now() + w.h.interval)
