@@ -10,6 +10,7 @@ package async
 // run in this process, async_admin.go lists them on the admin API.
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"strings"
@@ -31,6 +32,7 @@ const (
 	defaultAsyncMaxJobs   = 1000
 	defaultAsyncMaxStored = 1 << 30
 	defaultAsyncRefresh   = 5 * time.Second
+	defaultAsyncTimeout   = time.Hour
 )
 
 // Config turns a request carrying `Prefer: respond-async` into a job
@@ -63,19 +65,29 @@ type Config struct {
 	// one gets 503 with Retry-After. Count; default 1000.
 	MaxJobs int `json:"max_jobs,omitempty"`
 
-	// The most bytes of results stored at once, as this instance counts
-	// them; while they are reached a new job gets 503. Bytes; default 1 GiB.
+	// The most bytes of results stored at once by every instance sharing
+	// the storage, counted in one record there. A new job gets 503 while
+	// less than max_result is left; a result that does not fit fails its
+	// job. Bytes; default 1 GiB.
 	MaxStored int64 `json:"max_stored,omitempty"`
 
 	// How often the instance running a job writes that it is still
-	// running; a job not refreshed for three periods reports failed,
-	// "instance lost". Duration; default 5s.
+	// running and checks whether the job was deleted elsewhere; a job not
+	// refreshed for three periods is ended as failed, "instance lost", by
+	// the first instance that sees it. Duration; default 5s.
 	Refresh caddy.Duration `json:"refresh,omitempty"`
+
+	// The longest a job may run: then it fails with the reason "timeout:
+	// ran longer than <timeout>" and its handlers' context is cancelled.
+	// Duration; default 1h.
+	Timeout caddy.Duration `json:"timeout,omitempty"`
 
 	wait      time.Duration
 	keep      time.Duration
 	refresh   time.Duration
+	timeout   time.Duration
 	storage   certmagic.Storage
+	sweeper   *sweeper // of storage, in the registry
 	logger    *zap.Logger
 	monitorSl string // Monitor + "/"
 	acquired  bool
@@ -91,6 +103,7 @@ func (a *Config) Provision(ctx caddy.Context) error {
 	a.wait = durationOr(a.Wait, defaultAsyncWait)
 	a.keep = durationOr(a.Keep, defaultAsyncKeep)
 	a.refresh = durationOr(a.Refresh, defaultAsyncRefresh)
+	a.timeout = durationOr(a.Timeout, defaultAsyncTimeout)
 	if a.Monitor == "" {
 		a.Monitor = defaultAsyncMonitor
 	}
@@ -108,7 +121,11 @@ func (a *Config) Provision(ctx caddy.Context) error {
 	if a.MaxStored == 0 {
 		a.MaxStored = defaultAsyncMaxStored
 	}
-	a.storage = configStorage(ctx)
+	// A context made by caddy.NewContext without a loaded config has no
+	// storage, and Storage dereferences its nil config: async mode needs
+	// a config that Caddy loads (caddy.Load, caddy.Validate), as every
+	// test of it does.
+	a.storage = ctx.Storage()
 	if a.storage == nil {
 		return fmt.Errorf("async: this config has no storage")
 	}
@@ -123,14 +140,6 @@ func (a *Config) Provision(ctx caddy.Context) error {
 	return nil
 }
 
-// configStorage is ctx.Storage(), or nil for a context made without a
-// config (caddy.NewContext, as tests do), where that method dereferences a
-// nil config.
-func configStorage(ctx caddy.Context) (s certmagic.Storage) {
-	defer func() { _ = recover() }()
-	return ctx.Storage()
-}
-
 func durationOr(d caddy.Duration, def time.Duration) time.Duration {
 	if d == 0 {
 		return def
@@ -143,7 +152,7 @@ func (a *Config) Validate() error {
 	for _, d := range []struct {
 		name string
 		v    caddy.Duration
-	}{{"wait", a.Wait}, {"keep", a.Keep}, {"refresh", a.Refresh}} {
+	}{{"wait", a.Wait}, {"keep", a.Keep}, {"refresh", a.Refresh}, {"timeout", a.Timeout}} {
 		if d.v < 0 {
 			return fmt.Errorf("async: %s must be a positive duration, got %s", d.name, time.Duration(d.v))
 		}
@@ -185,9 +194,30 @@ func validateMonitorPath(p string) error {
 func (a *Config) Cleanup() error {
 	if a.acquired {
 		a.acquired = false
-		registry.release()
+		registry.release(a)
 	}
 	return nil
+}
+
+// admit checks the limits before a job starts: max_jobs in this process,
+// and max_stored in the cluster, which refuses while less than one
+// max_result is left, so that a job admitted alone always has room for its
+// result. why names the limit reached, or is "".
+func (a *Config) admit(ctx context.Context, j *job) (why string) {
+	sctx, cancel := context.WithTimeout(ctx, storedWait)
+	stored, err := loadStored(sctx, a.storage)
+	cancel()
+	switch {
+	case err != nil:
+		// Admitted: the job reports the storage's failure if it lasts.
+		a.logger.Warn("reading the stored async results' total", zap.Error(err))
+	case stored > max(a.MaxStored-a.MaxResult, 0):
+		return "max_stored"
+	}
+	if !registry.reserve(j, a.MaxJobs) {
+		return "max_jobs"
+	}
+	return ""
 }
 
 // Serve is async mode's one entry point, called at the top of the

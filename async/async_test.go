@@ -439,10 +439,12 @@ func TestAsyncBodyLimits(t *testing.T) {
 	if err != nil || counted.Status != 413 {
 		t.Errorf("chunked body over max_body: %d %v", counted.Status, err)
 	}
-	tmpBefore, _ := filepath.Glob(filepath.Join(os.TempDir(), "caddy-processing-body-*"))
+	// This process's body folder (bodydir.go).
+	bodies := filepath.Join(os.TempDir(), fmt.Sprintf("caddy-processing-%d", os.Getpid()), "body-*")
+	tmpBefore, _ := filepath.Glob(bodies)
 	body := bytes.Repeat([]byte("0123456789abcdef"), (2<<20)/16+3)
 	loc, _ := harness.SubmitAsync(t, base, "PUT", "/", body)
-	tmpDuring, _ := filepath.Glob(filepath.Join(os.TempDir(), "caddy-processing-body-*"))
+	tmpDuring, _ := filepath.Glob(bodies)
 	if len(tmpDuring) != len(tmpBefore)+1 {
 		t.Errorf("%d body files while the job runs, want %d", len(tmpDuring), len(tmpBefore)+1)
 	}
@@ -451,7 +453,7 @@ func TestAsyncBodyLimits(t *testing.T) {
 	if res := harness.ResultOf(t, base, loc); string(res.Body) != want {
 		t.Errorf("result %q, want %q", res.Body, want)
 	}
-	tmpAfter, _ := filepath.Glob(filepath.Join(os.TempDir(), "caddy-processing-body-*"))
+	tmpAfter, _ := filepath.Glob(bodies)
 	if len(tmpAfter) != len(tmpBefore) {
 		t.Errorf("%d body files after the job, want %d", len(tmpAfter), len(tmpBefore))
 	}

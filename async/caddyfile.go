@@ -17,6 +17,7 @@ import (
 //		monitor    <path>
 //		keep       <duration>
 //		refresh    <duration>
+//		timeout    <duration>
 //		max_body   <size>
 //		max_result <size>
 //		max_jobs   <count>
@@ -30,7 +31,7 @@ func (a *Config) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		sub := d.Val()
 		if asyncExpectation(sub) == "" {
-			return d.Errf("unrecognized async subdirective %q; expected wait, monitor, keep, refresh, max_body, max_result, max_jobs or max_stored", sub)
+			return d.Errf("unrecognized async subdirective %q; expected wait, monitor, keep, refresh, timeout, max_body, max_result, max_jobs or max_stored", sub)
 		}
 		if seen[sub] {
 			return d.Errf("async: %s: already given", sub)
@@ -40,7 +41,7 @@ func (a *Config) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			return d.Errf("async: %s: expected %s", sub, asyncExpectation(sub))
 		}
 		switch sub {
-		case "wait", "keep", "refresh":
+		case "wait", "keep", "refresh", "timeout":
 			dur, err := caddyutil.ParseDuration(d, "async: "+sub)
 			if err != nil {
 				return err
@@ -50,6 +51,8 @@ func (a *Config) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				a.Wait = dur
 			case "keep":
 				a.Keep = dur
+			case "timeout":
+				a.Timeout = dur
 			default:
 				a.Refresh = dur
 			}
@@ -88,7 +91,7 @@ func (a *Config) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 // asyncExpectation says what a subdirective's value looks like.
 func asyncExpectation(sub string) string {
 	switch sub {
-	case "wait", "keep", "refresh":
+	case "wait", "keep", "refresh", "timeout":
 		return "a duration such as 2s"
 	case "monitor":
 		return "a path such as /.well-known/processing/jobs"

@@ -54,14 +54,19 @@ type job struct {
 	// inline: the handlers were done before the submitter gave up; the
 	// submitter answers with the recorded response and nothing is stored.
 	inline bool
-	// deleted: a DELETE asked for the job to go; nothing is stored after.
-	deleted bool
+	// recorded: the running record is stored; from then on the record
+	// is changed only under the job's lock (state.go).
+	recorded bool
+	// settled: this instance knows the record is terminal or gone (it
+	// ended it, or a refresh found it ended elsewhere); nothing more is
+	// written.
+	settled bool
 
-	// storeMu serialises the writes of the job's record, so that a late
-	// refresh never overwrites the final state; final is guarded by it.
-	storeMu sync.Mutex
-	final   bool
-	stored  int64 // bytes of the result this job stored
+	// quit is the registry's, closed after `caddy stop`: the job stops
+	// retrying to record its outcome.
+	quit <-chan struct{}
+	// stopTimeout releases the timeout's timer.
+	stopTimeout context.CancelFunc
 }
 
 // jobIDBytes is 144 bits from crypto/rand: more than the 128 the issue
@@ -127,7 +132,11 @@ func (a *Config) submit(w http.ResponseWriter, r *http.Request, next caddyhttp.H
 	j.auth = authHash(j.id, r.Header["Authorization"])
 	// The job is in the registry from reserve on, where a shutdown may
 	// cancel it while its body is still being read.
-	j.ctx, j.cancel = context.WithCancelCause(context.WithoutCancel(r.Context()))
+	var base context.Context
+	base, j.cancel = context.WithCancelCause(context.WithoutCancel(r.Context()))
+	// The handlers' context ends at the timeout, with a cause that
+	// names it; j.cancel's causes reach it too.
+	j.ctx, j.stopTimeout = context.WithTimeoutCause(base, a.timeout, timeoutError{a.timeout})
 	j.rec.max = a.MaxResult
 	// Made here, not lazily: reverse_proxy calls Header from its
 	// transport's goroutine for an upstream's 1xx, possibly first.
@@ -135,7 +144,9 @@ func (a *Config) submit(w http.ResponseWriter, r *http.Request, next caddyhttp.H
 
 	// Limits first, before a byte of the body is read (the issue's rule):
 	// a refused client has sent only its header.
-	if ok, why := registry.reserve(j, a.MaxJobs, a.MaxStored); !ok {
+	if why := a.admit(r.Context(), j); why != "" {
+		j.cancel(nil)
+		j.stopTimeout()
 		asyncOutcomes.WithLabelValues("rejected").Inc()
 		a.logger.Debug("async job refused", zap.String("limit", why))
 		w.Header().Set("Retry-After", "5")
@@ -147,6 +158,7 @@ func (a *Config) submit(w http.ResponseWriter, r *http.Request, next caddyhttp.H
 		closeUnreadBody(w, r)
 		registry.remove(j)
 		j.cancel(nil)
+		j.stopTimeout()
 		close(j.ended)
 		return err
 	}
@@ -176,14 +188,18 @@ func (a *Config) submit(w http.ResponseWriter, r *http.Request, next caddyhttp.H
 
 	// Detached: the record must be in storage before the client can ask
 	// any instance about it.
+	// A new id: no other instance can know it yet, so no lock.
 	rec := j.record(statusRunning, "", time.Now())
-	if err := j.storeRecord(rec); err != nil {
+	if err := storeJobRecord(context.Background(), a.storage, rec); err != nil {
 		// The client gets no job id: a 500 says the request failed, so
 		// the job must not go on doing what it was asked.
 		a.logger.Error("storing a new async job", zap.String("id", j.id), zap.Error(err))
-		j.cancel(fmt.Errorf("storage: %w", err))
+		j.cancel(storageError{err})
 		return caddyhttp.Error(http.StatusInternalServerError, fmt.Errorf("async: storing the job: %w", err))
 	}
+	j.mu.Lock()
+	j.recorded = true
+	j.mu.Unlock()
 	if r.Context().Err() != nil {
 		return nil // the client left; the job goes on
 	}
@@ -245,7 +261,7 @@ var errResultTooLarge = errors.New("result larger than max_result")
 func (j *job) run(next caddyhttp.Handler, r *http.Request, body *bufferedBody) {
 	defer close(j.ended)
 	defer registry.remove(j)
-	defer body.remove()
+	defer j.stopTimeout()
 	defer j.cancel(nil) // releases the context once everything is done
 
 	stopRefresh := make(chan struct{})
@@ -253,6 +269,9 @@ func (j *job) run(next caddyhttp.Handler, r *http.Request, body *bufferedBody) {
 	go j.refreshLoop(stopRefresh, refreshDone)
 
 	j.callNext(next, r)
+	// The body goes before the outcome is recorded: a client that sees
+	// the job ended finds no file of it left.
+	body.remove()
 	j.mu.Lock()
 	if !j.detached {
 		j.inline = true
@@ -282,56 +301,121 @@ func (j *job) callNext(next caddyhttp.Handler, r *http.Request) {
 	j.nextErr = next.ServeHTTP(&j.rec, r)
 }
 
-// finish records the outcome of a detached job: the result before the
-// record that says it succeeded, so that no reader sees a success without
-// its result.
+// finish records the outcome of a detached job, unless its record was
+// ended elsewhere or deleted meanwhile.
 func (j *job) finish() {
 	j.mu.Lock()
-	deleted := j.deleted
+	settled, recorded := j.settled, j.recorded
 	j.mu.Unlock()
-	storage := j.a.storage
-	ctx := context.Background()
-	if deleted {
-		j.markFinal()
-		if err := storage.Delete(ctx, jobKey(j.id)); err != nil {
-			j.a.logger.Error("deleting an async job", zap.String("id", j.id), zap.Error(err))
-		}
-		asyncOutcomes.WithLabelValues("deleted").Inc()
+	if settled || !recorded {
+		// Gone or ended elsewhere (the instance that did it counted
+		// it), or never stored (the client got 500).
 		return
 	}
 	status, reason := j.outcome()
-	var size int64
 	if status == statusSucceeded {
-		b, err := encodeResult(j.rec.response())
-		switch {
-		case err != nil:
-			status, reason = statusFailed, "encoding the result: "+err.Error()
-		case !registry.addStored(int64(len(b)), j.a.MaxStored):
-			status, reason = statusFailed, "max_stored reached"
-		default:
-			if err := storage.Store(ctx, jobResultKey(j.id), b); err != nil {
-				registry.subStored(int64(len(b)))
-				j.a.logger.Error("storing an async job's result", zap.String("id", j.id), zap.Error(err))
-				status, reason = statusFailed, "storage: "+err.Error()
-			} else {
-				size = int64(len(b))
-			}
-		}
+		status, reason = j.commitResult(j.rec.response())
+	} else {
+		status, reason = j.record1(status, reason)
 	}
-	now := time.Now()
-	rec := j.record(status, reason, now)
-	rec.Ended, rec.ResultSize = now, size
-	j.storeMu.Lock()
-	j.final, j.stored = true, size
-	err := storeJobRecord(ctx, storage, rec)
-	j.storeMu.Unlock()
-	if err != nil {
-		j.a.logger.Error("storing an async job's outcome", zap.String("id", j.id), zap.String("status", status), zap.Error(err))
+	if status == "" {
+		return // lost to another transition
 	}
 	asyncOutcomes.WithLabelValues(status).Inc()
 	if c := j.a.logger.Check(zap.DebugLevel, "async job done"); c != nil {
 		c.Write(zap.String("id", j.id), zap.String("status", status), zap.String("reason", reason))
 	}
+}
+
+// record1 records a terminal state without a result, retrying while the
+// storage fails. It returns the state recorded, or "" when the job was
+// gone or ended elsewhere.
+func (j *job) record1(status, reason string) (string, string) {
+	err := j.retry(func(ctx context.Context) error { return j.settle(ctx, status, reason, 0) })
+	if lost(err) {
+		return "", err.Error()
+	}
+	return status, reason
+}
+
+// commitResult stores the result, then the record that says succeeded,
+// so that no reader sees a success without its result. The result is
+// written before the job's lock is taken, under a key that no instance
+// serves before the record says succeeded: the lock is held only to load
+// the record and write the new one, not for the result's write, which
+// may be large. Its bytes are reserved in max_stored before and given back
+// if the job does not succeed. If, under the lock, the record is gone (a
+// DELETE) or already ended (declared lost, timed out), the result is
+// deleted again and nothing else is written: a job deleted with 204 never
+// serves a result.
+func (j *job) commitResult(res recordedResponse) (status, reason string) {
+	storage := j.a.storage
+	ctx := context.Background()
+	b, err := encodeResult(res)
+	if err != nil {
+		return j.record1(statusFailed, "encoding the result: "+err.Error())
+	}
+	size := int64(len(b))
+	ok, err := reserveStored(ctx, storage, size, j.a.MaxStored)
+	switch {
+	case err != nil:
+		return j.record1(statusFailed, storageError{err}.Error())
+	case !ok:
+		return j.record1(statusFailed, "max_stored reached")
+	}
+	err = storage.Store(ctx, jobResultKey(j.id), b)
+	if err == nil {
+		err = j.settle(ctx, statusSucceeded, "", size)
+		if err == nil {
+			j.setSettled()
+			return statusSucceeded, ""
+		}
+	}
+	// Not succeeded: the result goes (the whole folder if the job is
+	// gone), and its bytes are given back.
+	key := jobResultKey(j.id)
+	if errors.Is(err, errGone) {
+		key = jobKey(j.id)
+	}
+	if derr := storage.Delete(ctx, key); derr != nil {
+		j.a.logger.Error("deleting an async job's result", zap.String("id", j.id), zap.Error(derr))
+	}
+	if rerr := releaseStored(ctx, storage, size); rerr != nil {
+		j.a.logger.Error("giving back an async job's max_stored bytes", zap.String("id", j.id), zap.Error(rerr))
+	}
+	if lost(err) {
+		j.setSettled()
+		return "", err.Error()
+	}
+	j.a.logger.Error("storing an async job's result", zap.String("id", j.id), zap.Error(err))
+	return j.record1(statusFailed, storageError{err}.Error())
+}
+
+// retry runs a transition until it is decided: stored, or lost to
+// another one. While the storage fails it tries again every refresh
+// period, until `caddy stop` ends the registry's generation.
+func (j *job) retry(transition func(ctx context.Context) error) error {
+	for {
+		err := transition(context.Background())
+		if err == nil || lost(err) {
+			j.setSettled()
+			return err
+		}
+		j.a.logger.Error("recording an async job's end; retrying", zap.String("id", j.id), zap.Error(err))
+		t := time.NewTimer(j.a.refresh)
+		select {
+		case <-t.C:
+		case <-j.quit:
+			t.Stop()
+			return err
+		}
+	}
+}
+
+func (j *job) setSettled() {
+	j.mu.Lock()
+	j.settled = true
+	j.mu.Unlock()
 }
 
 // outcome classifies a finished job.
@@ -344,7 +428,8 @@ func (j *job) outcome() (status, reason string) {
 		return statusFailed, fmt.Sprintf("%v (%d bytes)", errResultTooLarge, j.a.MaxResult)
 	case j.panicked:
 		return statusFailed, "a handler panicked"
-	case cause != nil && !errors.Is(cause, errDeleted):
+	case cause != nil:
+		// A timeout or a storage failure, whose text is the reason.
 		return statusFailed, cause.Error()
 	case j.rec.status == 0 && j.nextErr != nil:
 		code := http.StatusInternalServerError
@@ -357,15 +442,6 @@ func (j *job) outcome() (status, reason string) {
 	return statusSucceeded, ""
 }
 
-// markFinal stops every later write of the job's record, and returns how
-// many result bytes the job stored.
-func (j *job) markFinal() int64 {
-	j.storeMu.Lock()
-	defer j.storeMu.Unlock()
-	j.final = true
-	return j.stored
-}
-
 // record is the job's record in the given state.
 func (j *job) record(status, reason string, updated time.Time) jobRecord {
 	return jobRecord{
@@ -376,62 +452,64 @@ func (j *job) record(status, reason string, updated time.Time) jobRecord {
 	}
 }
 
-// storeRecord writes a running record unless the final one is written.
-func (j *job) storeRecord(rec jobRecord) error {
-	j.storeMu.Lock()
-	defer j.storeMu.Unlock()
-	if j.final {
-		return nil
-	}
-	return storeJobRecord(context.Background(), j.a.storage, rec)
-}
-
-// refreshLoop writes the job's `updated` every refresh period while it is
-// detached, so that other instances know it is alive, and picks up a DELETE
-// made on another instance (its cancel marker).
+// refreshLoop keeps the job's record while its handlers run: every refresh
+// period it writes that the job still runs (so that other instances know
+// it is alive), and learns whether the record was deleted or ended
+// elsewhere, which stops the handlers. A timeout or a storage failure is
+// recorded at once, not when the handlers return, and retried every
+// period while the storage fails.
 func (j *job) refreshLoop(stop <-chan struct{}, done chan<- struct{}) {
 	defer close(done)
 	t := time.NewTicker(j.a.refresh)
 	defer t.Stop()
+	ended := j.ctx.Done()
 	for {
 		select {
 		case <-stop:
 			return
 		case <-t.C:
+		case <-ended:
+			ended = nil // handled now, then at each tick
 		}
 		j.mu.Lock()
-		skip := !j.detached || j.deleted
+		skip := !j.detached || !j.recorded || j.settled
 		j.mu.Unlock()
 		if skip {
 			continue
 		}
 		ctx := context.Background()
-		if j.a.storage.Exists(ctx, jobCancelKey(j.id)) {
-			j.mu.Lock()
-			j.deleted = true
-			j.mu.Unlock()
-			j.cancel(errDeleted)
+		cause := context.Cause(j.ctx)
+		var (
+			ste storageError
+			toe timeoutError
+		)
+		if errors.As(cause, &ste) || errors.As(cause, &toe) {
+			if err := j.settle(ctx, statusFailed, cause.Error(), 0); err == nil || lost(err) {
+				j.setSettled()
+			} else {
+				j.a.logger.Error("recording an async job's failure; retrying", zap.String("id", j.id), zap.Error(err))
+			}
 			continue
 		}
-		if err := j.storeRecord(j.record(statusRunning, "", time.Now())); err != nil {
-			j.a.logger.Warn("refreshing an async job", zap.String("id", j.id), zap.Error(err))
+		err := j.refreshRecord(ctx)
+		switch {
+		case err == nil:
+		case errors.Is(err, errGone):
+			j.stopHandlers(errDeleted)
+		case errors.Is(err, errSettled):
+			j.stopHandlers(errLost)
+		default:
+			j.a.logger.Error("refreshing an async job", zap.String("id", j.id), zap.Error(err))
+			j.cancel(storageError{err})
 		}
 	}
 }
 
-// deleteLocal cancels a job running here and waits (a bounded time) for its
-// handlers to return; the job then deletes what it stored.
-func (j *job) deleteLocal() {
-	j.mu.Lock()
-	j.deleted = true
-	j.mu.Unlock()
-	j.cancel(errDeleted)
-	select {
-	case <-j.ended:
-	case <-time.After(5 * time.Second):
-		// A handler that ignores its context: the job deletes its
-		// records itself when it ends.
-	}
+// stopHandlers cancels a job whose record was deleted or ended by another
+// transition: nothing more of it is stored.
+func (j *job) stopHandlers(cause error) {
+	j.setSettled()
+	j.cancel(cause)
 }
 
 // detachedRequest is the request the job's handlers see. It shares nothing
@@ -518,7 +596,11 @@ func bufferBody(r *http.Request, limit int64) (*bufferedBody, error) {
 		b.mem, b.size = buf.Bytes(), n
 		return b, nil
 	}
-	f, err := os.CreateTemp("", "caddy-processing-body-*")
+	dir, err := bodyDir()
+	if err != nil {
+		return nil, caddyhttp.Error(http.StatusInternalServerError, fmt.Errorf("async: body folder: %w", err))
+	}
+	f, err := os.CreateTemp(dir, "body-*")
 	if err != nil {
 		return nil, caddyhttp.Error(http.StatusInternalServerError, fmt.Errorf("async: body file: %w", err))
 	}

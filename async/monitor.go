@@ -63,19 +63,27 @@ func (a *Config) serveMonitor(w http.ResponseWriter, r *http.Request) error {
 	}
 	now := time.Now()
 	local := registry.lookup(id)
-	view := rec
-	if local == nil {
-		view = rec.view(now)
+	if rec.Status == statusRunning && local == nil && rec.lostAt().Before(now) {
+		// Not refreshed for three periods: the first instance to see it
+		// ends it, under the job's lock (state.go); a storage that fails
+		// meanwhile is reported as such, not as a lost instance.
+		rec, err = declareLost(ctx, a.storage, id)
+		if errors.Is(err, errGone) {
+			return notFound(w, r)
+		}
+		if err != nil {
+			a.logger.Error("declaring an async job lost", zap.String("id", id), zap.Error(err))
+			return caddyhttp.Error(http.StatusInternalServerError, storageError{err})
+		}
+		now = time.Now()
 	}
+	view := rec
 	if view.Status != statusRunning && now.After(view.Ended.Add(rec.Keep)) {
 		return notFound(w, r) // expired; the sweep deletes it
 	}
-	if view.Status == statusRunning && local == nil && a.storage.Exists(ctx, jobCancelKey(id)) {
-		return notFound(w, r) // deleted on another instance, still winding down there
-	}
 
 	if r.Method == http.MethodDelete {
-		return a.deleteJob(ctx, w, view, local)
+		return a.deleteJob(ctx, w, r, id, local)
 	}
 	if isResult {
 		return a.serveResult(ctx, w, r, view)
@@ -136,35 +144,22 @@ func (a *Config) serveResult(ctx context.Context, w http.ResponseWriter, r *http
 	return err
 }
 
-// deleteJob cancels a running job and deletes what is stored of it.
-func (a *Config) deleteJob(ctx context.Context, w http.ResponseWriter, rec jobRecord, local *job) error {
-	switch {
-	case local != nil:
-		// The job deletes its folder when its handlers return; this waits
-		// a bounded time for that, then deletes anyway.
-		local.deleteLocal()
-		stored := local.markFinal() // non-zero if it finished storing just before
-		if err := a.storage.Delete(ctx, jobKey(rec.ID)); err != nil {
-			return a.storageFailure(rec.ID, err)
-		}
-		registry.subStored(stored)
-	case rec.Status == statusRunning:
-		// Running on another instance: leave a marker that its refresh
-		// picks up (within one refresh period) to cancel the job, and
-		// remove the record so that no instance serves it meanwhile.
-		if err := a.storage.Store(ctx, jobCancelKey(rec.ID), []byte(time.Now().UTC().Format(time.RFC3339))); err != nil {
-			return a.storageFailure(rec.ID, err)
-		}
-		if err := a.storage.Delete(ctx, jobStatusKey(rec.ID)); err != nil {
-			return a.storageFailure(rec.ID, err)
-		}
-	default:
-		if err := a.storage.Delete(ctx, jobKey(rec.ID)); err != nil {
-			return a.storageFailure(rec.ID, err)
-		}
-		registry.subStored(rec.ResultSize)
-		asyncOutcomes.WithLabelValues("deleted").Inc()
+// deleteJob deletes what is stored of a job, under the job's lock, so
+// that a running job, here or on another instance, stores nothing after
+// (state.go); a job running here has its handlers' context cancelled at
+// once, one running elsewhere at its next refresh or when it commits.
+func (a *Config) deleteJob(ctx context.Context, w http.ResponseWriter, r *http.Request, id string, local *job) error {
+	found, err := deleteJobFolder(ctx, a.storage, id)
+	if err != nil {
+		return a.storageFailure(id, err)
 	}
+	if !found {
+		return notFound(w, r) // deleted meanwhile
+	}
+	if local != nil {
+		local.stopHandlers(errDeleted)
+	}
+	asyncOutcomes.WithLabelValues("deleted").Inc()
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }

@@ -19,7 +19,7 @@ import (
 //
 //	processing/jobs/<id>/status.json  the job record (jobRecord)
 //	processing/jobs/<id>/result       the recorded response (encodeResult)
-//	processing/jobs/<id>/cancel       a DELETE made on another instance
+//	processing/stored.json            the cluster's stored result bytes (stored.go)
 //
 // Keys are written whole (certmagic's Store replaces a value at once; the
 // file_system storage writes a temporary file and renames it), so a reader
@@ -29,7 +29,6 @@ const jobsPrefix = "processing/jobs"
 func jobKey(id string) string       { return path.Join(jobsPrefix, id) }
 func jobStatusKey(id string) string { return path.Join(jobsPrefix, id, "status.json") }
 func jobResultKey(id string) string { return path.Join(jobsPrefix, id, "result") }
-func jobCancelKey(id string) string { return path.Join(jobsPrefix, id, "cancel") }
 
 // Job states, the values of Microsoft's REST API guidelines for
 // long-running operations.
@@ -65,28 +64,9 @@ type jobRecord struct {
 	Path       string `json:"path"`
 }
 
-// view is the record as a client should see it at now: a running job that
-// has not been refreshed for three periods is reported failed, lost.
-func (rec jobRecord) view(now time.Time) jobRecord {
-	if rec.Status == statusRunning && rec.lostAt().Before(now) {
-		rec.Status, rec.Reason = statusFailed, reasonLost
-		rec.Ended = rec.lostAt()
-	}
-	return rec
-}
-
 // lostAt is when a running job counts as lost.
 func (rec jobRecord) lostAt() time.Time {
 	return rec.Updated.Add(3 * rec.Refresh)
-}
-
-// expiry is when an ended job's record goes; ok is false while it runs.
-func (rec jobRecord) expiry() (time.Time, bool) {
-	v := rec.view(time.Now())
-	if v.Status == statusRunning {
-		return time.Time{}, false
-	}
-	return v.Ended.Add(rec.Keep), true
 }
 
 // publicStatus is the JSON body of the 202 and of the status monitor.
