@@ -86,7 +86,9 @@ func asyncClientSite(t *testing.T) (base string, accepted func() float64) {
 	harness.SetBehaviour(t, "async_echo", asyncEchoSlow(2500*time.Millisecond))
 	base, _ = harness.StartAsync(t, "async_echo", "wait 200ms")
 	before := harness.CounterValue(t, "caddy_http_processing_async_jobs_total", "outcome", "succeeded")
-	return base, func() float64 { return harness.CounterValue(t, "caddy_http_processing_async_jobs_total", "outcome", "succeeded") - before }
+	return base, func() float64 {
+		return harness.CounterValue(t, "caddy_http_processing_async_jobs_total", "outcome", "succeeded") - before
+	}
 }
 
 func TestAsyncPythonRequestsReadmeExample(t *testing.T) {
