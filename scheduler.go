@@ -60,6 +60,11 @@ func (monoClock) afterFunc(d time.Duration, f func()) clockTimer { return time.A
 // wheelEntry is one scheduled fire; a request embeds one and reuses it for
 // each of its 102s.
 type wheelEntry struct {
+	// writer is the request the entry belongs to, whose due is the fire.
+	// Set when the writer is made, read-only after; nil in the wheel's
+	// tests, which replace the fire.
+	writer *interimWriter
+
 	// Guarded by the wheel's mu.
 	prev, next *wheelEntry
 	tick       int64 // the tick it is due at
@@ -137,7 +142,7 @@ func newWheel(c clock) *wheel {
 		w.slots[i].prev, w.slots[i].next = &w.slots[i], &w.slots[i]
 	}
 	w.dispatch = w.fireAll
-	w.fire = func(e *wheelEntry, gen uint32) { writerOf(e).due(gen) }
+	w.fire = func(e *wheelEntry, gen uint32) { e.writer.due(gen) }
 	return w
 }
 
