@@ -173,8 +173,7 @@ func newWheel(c clock) *wheel {
 
 // schedule puts e on the wheel to fire at time at (on the wheel's clock),
 // replacing any earlier schedule of e, and returns the generation its fire
-// will carry. A time already passed fires as soon as the wheel's timer
-// goroutine runs.
+// will carry. A time already passed fires within a tick.
 func (w *wheel) schedule(e *wheelEntry, at time.Duration) uint32 {
 	tick := int64((at + wheelTick - 1) / wheelTick)
 	w.mu.Lock()
@@ -409,11 +408,11 @@ func (w *wheel) fireFrom(b *fireBatch) {
 // while a batch is watched (advance sets the timer for the next one). A
 // batch of which no goroutine took a fire for a whole tick has every
 // goroutine blocked in a write (or the process is starved of CPU): it gets
-// maxFireGoroutines more. So a client
-// that stops reading, with any number of streams, holds back another
-// request's 102 by about a tick for every maxFireGoroutines of its
-// streams due in the same tick, and the goroutines started never
-// outnumber the blocked writes by more than maxFireGoroutines per batch.
+// maxFireGoroutines more. So a client that stops reading, with any number
+// of streams, holds back another request's 102 by about a tick for every
+// maxFireGoroutines of its streams due in the same tick, and the
+// goroutines started never outnumber the blocked writes by more than
+// maxFireGoroutines per batch.
 // A batch whose fires are all taken is let go; its goroutines end with
 // their last fire.
 func (w *wheel) watchLocked() {
