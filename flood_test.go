@@ -16,7 +16,6 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
-	"unsafe"
 
 	"github.com/c055b0d7/caddy-processing/internal/harness"
 )
@@ -187,28 +186,5 @@ http://127.0.0.1:{PORT} {
 	// are scheduled, and no goroutine of its own waits for them.
 	if extra := (gProc - g1) - (gBare - g0); extra > maxSharedGoroutines {
 		t.Errorf("%d more goroutines with the module for %d waiting requests (at most %d shared by all)", extra, n, maxSharedGoroutines)
-	}
-}
-
-// TestWriterSize: every waiting request carries one interimWriter, and
-// issue 9 bounds the module's heap per waiting request at 256 bytes. The
-// writer must stay in the 144-byte size class of Go's allocator, leaving
-// room for what else a waiting request costs (its entry in Caddy's
-// variable table; on HTTP/2, x/net's queue for the stream's frames).
-func TestWriterSize(t *testing.T) {
-	if size := unsafe.Sizeof(interimWriter{}); size > 144 {
-		t.Errorf("interimWriter is %d bytes, more than 144", size)
-	}
-}
-
-// TestWriterOfEntry: the wheel reaches a request's writer from its entry
-// by the entry's offset (writerOf), for a writer on the heap as every
-// request's is.
-func TestWriterOfEntry(t *testing.T) {
-	ws := []*interimWriter{new(interimWriter), new(interimWriter)}
-	for i, w := range ws {
-		if got := writerOf(&w.entry); got != w {
-			t.Errorf("writer %d: writerOf(&w.entry) = %p, want %p", i, got, w)
-		}
 	}
 }

@@ -9,7 +9,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-	"unsafe"
 
 	"github.com/c055b0d7/caddy-processing/internal/prefer"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -79,6 +78,7 @@ func (h *Handler) prepare(w http.ResponseWriter, r *http.Request, next caddyhttp
 	// after RoundTrip returned; a handler's goroutine may keep the writer).
 	// Once stop has run, every such late call finds the writer done.
 	iw = &interimWriter{h: h, rw: w, realHeader: w.Header(), req: r}
+	iw.entry.writer = iw
 	setCountVar(vars, &iw.count)
 	iw.begin(r, asked)
 	return iw, false, nil
@@ -157,10 +157,9 @@ const (
 // (bodygate.go), and takes its turns on the process's wheel
 // (scheduler.go).
 type interimWriter struct {
-	// Every waiting request carries one (issue 9 bounds the module's heap
-	// per waiting request at 256 bytes): the fields are ordered so that
-	// the small ones share words, which keeps it in the 144-byte size
-	// class (TestWriterSize).
+	// Every waiting request carries one, most of the heap the module adds
+	// to a waiting request (BenchmarkInFlightMemory reports it): the
+	// fields are ordered so that the small ones share words.
 
 	// Set by ServeHTTP and begin on the request's goroutine before the
 	// first schedule, read-only after.
@@ -174,9 +173,9 @@ type interimWriter struct {
 	// fields are the handler's, or this request's when they hold Caddy
 	// placeholders (resolved once, on the request's goroutine).
 	fields *[]headerField
-	// entry is the request's place on the wheel; the wheel finds the
-	// writer from it (writerOf). Its gen, the generation of the scheduled
-	// fire, is written under mu too, so due compares under mu.
+	// entry is the request's place on the wheel; it points back to the
+	// writer, whose due the wheel calls. Its gen, the generation of the
+	// scheduled fire, is written under mu too, so due compares under mu.
 	entry wheelEntry
 
 	// mu serialises everything written to rw before the final status:
@@ -275,20 +274,6 @@ func (w *interimWriter) grid() time.Duration {
 		return w.h.grid
 	}
 	return wheelTick
-}
-
-// writerOf returns the writer whose entry e is. The production wheel fires
-// no other entries than the entry fields of interimWriters (scheduleLocked
-// schedules nothing else), so stepping back from e by the field's offset
-// gives the writer, as the Linux kernel's container_of does. It saves a
-// back pointer of 8 bytes in a struct every waiting request carries, which
-// with the generation no longer kept twice takes the writer from Go's
-// 160-byte size class to the 144-byte one (TestWriterSize). The result
-// points into the same allocation as e, its start, as unsafe.Pointer's
-// rule for arithmetic requires; under -race, checkptr checks every such
-// conversion that the writer's whole size lies within one allocation.
-func writerOf(e *wheelEntry) *interimWriter {
-	return (*interimWriter)(unsafe.Add(unsafe.Pointer(e), -int(unsafe.Offsetof(interimWriter{}.entry))))
 }
 
 // due runs on a goroutine the wheel started for this request's fire.
