@@ -23,17 +23,15 @@ import (
 // What the module may add per waiting request (docs/failures.md, "Many
 // slow requests at once"), measured against the same flood without it.
 const (
-	// maxHeapPerWaitingRequest: the docs say a few hundred bytes; measured
-	// 416 to 492 B with a timer per request, 229 to 310 B with issue 9's
-	// shared wheel and its 256 B writer, with or without -race. 512 B
-	// leaves room for GC noise on a busy machine (80 KiB over the 400).
+	// maxHeapPerWaitingRequest: twice the module's bound of 256 B (see
+	// BenchmarkInFlightMemory), room for GC noise on a busy machine.
 	maxHeapPerWaitingRequest = 512
 	// maxGrowthPerWaitingRequest: memory does not grow while requests wait
-	// at max (measured 0 B over 40 intervals); 128 B each is 50 KiB over
-	// the 400 requests, room for what the rest of the process allocates.
+	// at max; 128 B each is room for what the rest of the process
+	// allocates meanwhile.
 	maxGrowthPerWaitingRequest = 128
-	// maxSharedGoroutines: no goroutine per waiting request (measured 0
-	// more with the module); a goroutine shared by all requests, such as
+	// maxSharedGoroutines: no goroutine per waiting request; a goroutine
+	// shared by all requests, such as
 	// a timer wheel's, or one of the runtime's passing by, may be counted.
 	// One per request would count n.
 	maxSharedGoroutines = 2
