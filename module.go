@@ -124,17 +124,11 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	// The 102s of HTTP/2 and HTTP/3 requests are due on a process-wide
 	// grid, so that those that fall due close together go out in the same
-	// tick and the process wakes once for them. They do not share a
-	// write: x/net writes every HEADERS frame on a goroutine of its own
-	// and flushes it before it takes the next. Measured with
-	// internal/loadtest (-mode scale -protos h2, 3,000 streams, 100 per
-	// connection, docs/performance.md), this grid cut the CPU of an h2c
-	// 102 from 77 µs (with a 1 ms grid) to 49-55 µs, at 1.1 write calls
-	// per 102 either way. The grid moves a 102 later, never earlier, by
-	// less than one grid step: an eighth of the interval, at least the
-	// wheel's tick and at most maxGrid. HTTP/1.1 requests keep to the
-	// wheel's tick (interimWriter.grid): a coarser grid there only makes
-	// each 102 later.
+	// tick and the process wakes once for them. The grid moves a 102
+	// later, never earlier, by less than one grid step: an eighth of the
+	// interval, at least the wheel's tick and at most maxGrid. HTTP/1.1
+	// requests keep to the wheel's tick (interimWriter.grid): a coarser
+	// grid there only makes each 102 later.
 	h.grid = min(max(h.interval/8, wheelTick), maxGrid)
 	w, err := acquireWheel()
 	if err != nil {
