@@ -51,6 +51,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			max_result <size>
 //			max_jobs   <count>
 //			max_stored <size>
+//			bind       <placeholder>...
 //		}
 //	}
 //

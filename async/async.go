@@ -72,6 +72,15 @@ type Config struct {
 	// "instance lost". Duration; default 5s.
 	Refresh caddy.Duration `json:"refresh,omitempty"`
 
+	// Placeholders whose values, with the Authorization field, bind a job
+	// to its submitter: the monitor answers only requests for which they
+	// resolve the same, such as `{http.request.cookie.session}` for a site
+	// that authenticates with a session cookie. A job whose submitter had
+	// no Authorization and whose bind values are all empty is served to
+	// anyone holding its id, without Set-Cookie. Default: Authorization
+	// only.
+	Bind []string `json:"bind,omitempty"`
+
 	wait      time.Duration
 	keep      time.Duration
 	refresh   time.Duration
@@ -147,6 +156,9 @@ func (a *Config) Validate() error {
 		if d.v < 0 {
 			return fmt.Errorf("async: %s must be a positive duration, got %s", d.name, time.Duration(d.v))
 		}
+	}
+	if err := validateBind(a.Bind); err != nil {
+		return fmt.Errorf("async: bind: %v", err)
 	}
 	if a.Monitor != "" {
 		if err := validateMonitorPath(a.Monitor); err != nil {

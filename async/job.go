@@ -4,9 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/base64"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -29,7 +27,7 @@ type job struct {
 	method  string
 	path    string
 	created time.Time
-	auth    string // authHash of the submitter's Authorization, or ""
+	auth    string // bindingHash of the submitter, or "" (access.go)
 	a       *Config
 	cancel  context.CancelCauseFunc
 	ctx     context.Context
@@ -91,22 +89,6 @@ func validJobID(id string) bool {
 	return true
 }
 
-// authHash binds a job to the submitter's credentials without storing them:
-// SHA-256 over the id and the Authorization value. The id acts as a salt,
-// so equal credentials give unrelated hashes across jobs.
-func authHash(id string, authorization []string) string {
-	if len(authorization) == 0 {
-		return ""
-	}
-	h := sha256.New()
-	h.Write([]byte(id))
-	for _, v := range authorization {
-		h.Write([]byte{0})
-		h.Write([]byte(v))
-	}
-	return hex.EncodeToString(h.Sum(nil))
-}
-
 // memBodyLimit is how much of a request body stays in memory; the rest of
 // a larger one goes to a temporary file, so that max_jobs jobs waiting with
 // max_body bodies do not take max_jobs × max_body of memory.
@@ -124,7 +106,7 @@ func (a *Config) submit(w http.ResponseWriter, r *http.Request, next caddyhttp.H
 		done:    make(chan struct{}),
 		ended:   make(chan struct{}),
 	}
-	j.auth = authHash(j.id, r.Header["Authorization"])
+	j.auth = a.bindingHash(j.id, r)
 	// The job is in the registry from reserve on, where a shutdown may
 	// cancel it while its body is still being read.
 	j.ctx, j.cancel = context.WithCancelCause(context.WithoutCancel(r.Context()))
@@ -302,7 +284,11 @@ func (j *job) finish() {
 	status, reason := j.outcome()
 	var size int64
 	if status == statusSucceeded {
-		b, err := encodeResult(j.rec.response())
+		res := j.rec.response()
+		if j.auth == "" {
+			unboundHeader(res.Header)
+		}
+		b, err := encodeResult(res)
 		switch {
 		case err != nil:
 			status, reason = statusFailed, "encoding the result: "+err.Error()

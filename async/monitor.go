@@ -2,8 +2,7 @@ package async
 
 import (
 	"context"
-	"crypto/subtle"
-	"encoding/json"
+		"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -27,8 +26,8 @@ import (
 //
 // HEAD works as GET. An unknown, expired, malformed or foreign id (an
 // Authorization other than the submitter's) answers 404, the same in every
-// case, so that a client learns nothing about ids it does not hold. There
-// is no listing.
+// case, so that a client learns nothing about ids it does not hold (the
+// binding, access.go). There is no listing.
 func (a *Config) serveMonitor(w http.ResponseWriter, r *http.Request) error {
 	rest := strings.TrimPrefix(r.URL.Path, a.monitorSl)
 	id, sub, hasSub := strings.Cut(rest, "/")
@@ -58,7 +57,7 @@ func (a *Config) serveMonitor(w http.ResponseWriter, r *http.Request) error {
 		a.logger.Error("loading an async job's record", zap.String("id", id), zap.Error(err))
 		return caddyhttp.Error(http.StatusInternalServerError, err)
 	}
-	if !authMatches(rec, r) {
+	if !a.bindingMatches(rec, r) {
 		return notFound(w, r)
 	}
 	now := time.Now()
@@ -92,18 +91,6 @@ func (a *Config) serveMonitor(w http.ResponseWriter, r *http.Request) error {
 	default:
 		return writeJSON(w, r, http.StatusOK, view.public(now))
 	}
-}
-
-// authMatches compares the Authorization of r with the submitter's, by
-// their hashes in constant time, so that timing says nothing of the stored
-// hash. A job submitted without Authorization is open to any holder of its
-// id.
-func authMatches(rec jobRecord, r *http.Request) bool {
-	if rec.Auth == "" {
-		return true
-	}
-	got := authHash(rec.ID, r.Header["Authorization"])
-	return subtle.ConstantTimeCompare([]byte(got), []byte(rec.Auth)) == 1
 }
 
 // serveResult writes the recorded response: its status, its end-to-end

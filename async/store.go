@@ -57,8 +57,8 @@ type jobRecord struct {
 	Refresh time.Duration `json:"refresh"`
 	// Keep is how long the job stays after it ended.
 	Keep time.Duration `json:"keep"`
-	// Auth is the hex SHA-256 of the id and the submitter's Authorization
-	// value, empty when it sent none (see authHash).
+	// Auth is the hex SHA-256 of the id, the submitter's Authorization and
+	// its bind values, empty when it had none (see bindingHash).
 	Auth       string `json:"auth,omitempty"`
 	ResultSize int64  `json:"result_size,omitempty"`
 	Method     string `json:"method"`
