@@ -72,7 +72,7 @@ func FuzzMonitorPath(f *testing.F) {
 	a := &Config{Monitor: "/m", monitorSl: "/m/", storage: storage, logger: zap.NewNop(), keep: time.Hour, refresh: time.Minute}
 	id := newJobID()
 	now := time.Now()
-	rec := jobRecord{ID: id, Status: statusSucceeded, Created: now, Updated: now, Ended: now, Keep: time.Hour, Refresh: time.Minute, }
+	rec := jobRecord{ID: id, Status: statusSucceeded, Created: now, Updated: now, Ended: now, Keep: time.Hour, Refresh: time.Minute}
 	rec.Auth = a.bindingHash(id, &http.Request{Header: http.Header{"Authorization": {"Bearer k"}}})
 	if err := storeJobRecord(f.Context(), storage, rec); err != nil {
 		f.Fatal(err)

@@ -2,7 +2,7 @@ package async
 
 import (
 	"context"
-		"encoding/json"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
