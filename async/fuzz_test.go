@@ -77,8 +77,15 @@ func FuzzMonitorPath(f *testing.F) {
 	if err := storeJobRecord(f.Context(), storage, rec); err != nil {
 		f.Fatal(err)
 	}
-	b, _ := encodeResult(recordedResponse{Status: 201, Header: http.Header{"X": {"y"}}, Body: []byte("job body")})
-	if err := storage.Store(f.Context(), jobResultKey(id), b); err != nil {
+	rc := &recorder{max: 1 << 20}
+	rc.Header().Set("X", "y")
+	rc.WriteHeader(201)
+	_, _ = rc.Write([]byte("job body"))
+	res, err := (&job{id: id, auth: rec.Auth, rec: *rc}).resultToStore()
+	if err != nil {
+		f.Fatal(err)
+	}
+	if err := storeResult(f.Context(), storage, id, res); err != nil {
 		f.Fatal(err)
 	}
 	for _, p := range []string{"/m/" + id, "/m/" + id + "/result", "/m/", "/m", "/m/../m/" + id, "/m/" + id + "/../" + id, "/m/%00", "/m/" + id + "/result/x"} {

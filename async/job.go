@@ -16,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/c055b0d7/caddy-processing/internal/prefer"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
@@ -111,6 +112,8 @@ func (a *Config) submit(w http.ResponseWriter, r *http.Request, next caddyhttp.H
 	// cancel it while its body is still being read.
 	j.ctx, j.cancel = context.WithCancelCause(context.WithoutCancel(r.Context()))
 	j.rec.max = a.MaxResult
+	j.rec.head = r.Method == http.MethodHead
+	j.rec.base = targetOf(r)
 	// Made here, not lazily: reverse_proxy calls Header from its
 	// transport's goroutine for an upstream's 1xx, possibly first.
 	j.rec.header = make(http.Header)
@@ -133,7 +136,7 @@ func (a *Config) submit(w http.ResponseWriter, r *http.Request, next caddyhttp.H
 		return err
 	}
 
-	jr := detachedRequest(j.ctx, r, body)
+	jr := detachedRequest(j.ctx, r, body, &j.rec)
 	j.rec.onOverflow = func() { j.cancel(errResultTooLarge) }
 	go j.run(next, jr, body)
 
@@ -191,19 +194,30 @@ func (j *job) answerInline(w http.ResponseWriter, r *http.Request) error {
 	case j.rec.status == 0 && j.nextErr != nil:
 		return j.nextErr
 	}
-	res := j.rec.response()
+	defer j.rec.remove()
+	res := j.rec.resultHead()
+	body, err := j.rec.body()
+	if err != nil {
+		return caddyhttp.Error(http.StatusInternalServerError, fmt.Errorf("async: result file: %w", err))
+	}
 	h := w.Header()
 	maps.Copy(h, res.Header)
 	// The response depends on Prefer: without it the client would have
 	// had the same; with a slower backend, a 202 (RFC 9110 §12.5.5).
 	h.Add("Vary", "Prefer")
-	h.Set("Content-Length", strconv.Itoa(len(res.Body)))
-	w.WriteHeader(res.Status)
-	if r.Method != http.MethodHead {
-		_, err := w.Write(res.Body)
-		return err
+	if r.Method == http.MethodHead {
+		// A HEAD response announces the length a GET would have had
+		// (RFC 9110 §9.3.2, §8.6).
+		if res.HeadLength >= 0 {
+			h.Set("Content-Length", strconv.FormatInt(res.HeadLength, 10))
+		}
+		w.WriteHeader(res.Status)
+		return nil
 	}
-	return nil
+	h.Set("Content-Length", strconv.FormatInt(res.Size, 10))
+	w.WriteHeader(res.Status)
+	_, err = io.Copy(w, body)
+	return err
 }
 
 // closeUnreadBody asks Go's HTTP/1 server to close the connection after a
@@ -245,8 +259,9 @@ func (j *job) run(next caddyhttp.Handler, r *http.Request, body *bufferedBody) {
 	close(stopRefresh)
 	<-refreshDone
 	if inline {
-		return
+		return // answerInline serves the recorded body, then removes it
 	}
+	defer j.rec.remove()
 	j.finish()
 }
 
@@ -284,23 +299,19 @@ func (j *job) finish() {
 	status, reason := j.outcome()
 	var size int64
 	if status == statusSucceeded {
-		res := j.rec.response()
-		if j.auth == "" {
-			unboundHeader(res.Header)
-		}
-		b, err := encodeResult(res)
+		res, err := j.resultToStore()
 		switch {
 		case err != nil:
 			status, reason = statusFailed, "encoding the result: "+err.Error()
-		case !registry.addStored(int64(len(b)), j.a.MaxStored):
+		case !registry.addStored(res.size(), j.a.MaxStored):
 			status, reason = statusFailed, "max_stored reached"
 		default:
-			if err := storage.Store(ctx, jobResultKey(j.id), b); err != nil {
-				registry.subStored(int64(len(b)))
+			if err := storeResult(ctx, storage, j.id, res); err != nil {
+				registry.subStored(res.size())
 				j.a.logger.Error("storing an async job's result", zap.String("id", j.id), zap.Error(err))
 				status, reason = statusFailed, "storage: "+err.Error()
 			} else {
-				size = int64(len(b))
+				size = res.size()
 			}
 		}
 	}
@@ -328,6 +339,8 @@ func (j *job) outcome() (status, reason string) {
 		return statusCanceled, errShutdown.Error()
 	case j.rec.overflow:
 		return statusFailed, fmt.Sprintf("%v (%d bytes)", errResultTooLarge, j.a.MaxResult)
+	case j.rec.writeErr != nil:
+		return statusFailed, j.rec.writeErr.Error()
 	case j.panicked:
 		return statusFailed, "a handler panicked"
 	case cause != nil && !errors.Is(cause, errDeleted):
@@ -424,34 +437,36 @@ func (j *job) deleteLocal() {
 // mutable with r, whose access log still reads r's variable table and
 // replacer after the 202 (the hazard of the SetVar race, issue 8): the
 // header, URL and trailer are cloned, the variable table, route groups and
-// extra log fields are new copies, and the replacer is a new one bound to
-// this request. Its context keeps r's values but not r's cancellation.
+// extra log fields are new copies, and the replacer is a new one, made as
+// Caddy's server makes one for each request (caddyhttp.PrepareRequest),
+// bound to this request and to the job's recorder, so that response
+// placeholders ({http.response.header.*}) read what the job's handlers
+// wrote. Its context keeps r's values but not r's cancellation.
 //
 // Placeholders that a `map` before processing added to r's replacer are not
 // in the job's: a replacer cannot be copied, and reading r's from the job's
 // goroutine would race with r's access log.
-func detachedRequest(ctx context.Context, r *http.Request, body *bufferedBody) *http.Request {
-	vars := make(map[string]any)
-	if orig, ok := r.Context().Value(caddyhttp.VarsCtxKey).(map[string]any); ok {
-		maps.Copy(vars, orig)
-	}
-	ctx = context.WithValue(ctx, caddyhttp.VarsCtxKey, vars)
-	if groups, ok := r.Context().Value(routeGroupCtxKey).(map[string]struct{}); ok {
-		ctx = context.WithValue(ctx, routeGroupCtxKey, maps.Clone(groups))
-	}
-	ctx = context.WithValue(ctx, caddyhttp.ExtraLogFieldsCtxKey, new(caddyhttp.ExtraLogFields))
+func detachedRequest(ctx context.Context, r *http.Request, body *bufferedBody, rec *recorder) *http.Request {
+	origVars, _ := r.Context().Value(caddyhttp.VarsCtxKey).(map[string]any)
+	groups, _ := r.Context().Value(routeGroupCtxKey).(map[string]struct{})
+	server, _ := r.Context().Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server)
+	orig, hasOrig := r.Context().Value(caddyhttp.OriginalRequestCtxKey).(http.Request)
 	// The server's idle-timeout wrappers act on the client's connection,
 	// which the job does not own.
 	ctx = context.WithValue(ctx, idleTimeoutsCtxKey, nil)
 
-	jr := r.Clone(ctx)
-	start := vars["start_time"]
-	// Despite its name, NewTestReplacer is what a handler needs here: a
-	// new replacer with the HTTP placeholders bound to jr, put into jr's
-	// context (caddyhttp's own prepareRequest does the same, unexported).
-	caddyhttp.NewTestReplacer(jr)
-	if start != nil {
-		vars["start_time"] = start // NewTestReplacer reset it to now
+	jr := caddyhttp.PrepareRequest(r.Clone(ctx), caddy.NewReplacer(), rec, server)
+	// PrepareRequest made a new variable table, route groups and original
+	// request from jr; the job keeps r's, as the rest of r's route would
+	// have seen them (start_time included).
+	vars, _ := jr.Context().Value(caddyhttp.VarsCtxKey).(map[string]any)
+	maps.Copy(vars, origVars)
+	if g, ok := jr.Context().Value(routeGroupCtxKey).(map[string]struct{}); ok {
+		maps.Copy(g, groups)
+	}
+	if hasOrig {
+		// In place, as the replacer is bound to this *http.Request.
+		*jr = *jr.WithContext(context.WithValue(jr.Context(), caddyhttp.OriginalRequestCtxKey, orig))
 	}
 
 	// The body is complete and known: reverse_proxy can send it with a
@@ -465,8 +480,13 @@ func detachedRequest(ctx context.Context, r *http.Request, body *bufferedBody) *
 		jr.Header.Set("Content-Length", strconv.FormatInt(body.size, 10))
 	}
 	// This module applied respond-async and wait; the handlers after it
-	// answer a request that waits for them.
-	jr.Header.Del("Prefer")
+	// answer a request that waits for them, and get the preferences it did
+	// not apply (return=minimal, handling=lenient and the like).
+	if rest := prefer.Without(r.Header["Prefer"], "respond-async", "wait"); rest != nil {
+		jr.Header["Prefer"] = rest
+	} else {
+		jr.Header.Del("Prefer")
+	}
 	return jr
 }
 
@@ -541,78 +561,6 @@ func (b *bufferedBody) remove() {
 	}
 }
 
-// recorder is the ResponseWriter of a job's handlers. It keeps the final
-// status, the header as it was when the status was written, and the body up
-// to max bytes; beyond that the job fails and nothing of it is kept.
-// 1xx responses are dropped: the job's client is not connected, and
-// reverse_proxy writes them from its transport's goroutine, so they must
-// touch nothing here.
-type recorder struct {
-	header     http.Header
-	status     int
-	sent       http.Header // the header at the final status
-	body       bytes.Buffer
-	max        int64
-	overflow   bool
-	onOverflow func()
-}
-
-func (rc *recorder) Header() http.Header {
-	if rc.header == nil {
-		rc.header = make(http.Header)
-	}
-	return rc.header
-}
-
-func (rc *recorder) WriteHeader(code int) {
-	if code >= 100 && code <= 199 && code != http.StatusSwitchingProtocols {
-		return
-	}
-	if rc.status != 0 {
-		return
-	}
-	rc.status = code
-	rc.sent = rc.Header().Clone()
-}
-
-func (rc *recorder) Write(p []byte) (int, error) {
-	if rc.status == 0 {
-		rc.WriteHeader(http.StatusOK)
-	}
-	if rc.overflow {
-		return 0, errResultTooLarge
-	}
-	if int64(rc.body.Len())+int64(len(p)) > rc.max {
-		rc.overflow = true
-		rc.body = bytes.Buffer{}
-		if rc.onOverflow != nil {
-			rc.onOverflow()
-		}
-		return 0, errResultTooLarge
-	}
-	return rc.body.Write(p)
-}
-
-// FlushError lets http.ResponseController.Flush succeed: there is no
-// connection to flush to.
-func (rc *recorder) FlushError() error { return nil }
-
-// Flush implements http.Flusher.
-func (rc *recorder) Flush() {}
-
-// response is the recorded response, hop-by-hop fields removed.
-func (rc *recorder) response() recordedResponse {
-	status := rc.status
-	if status == 0 {
-		status = http.StatusOK // net/http's implicit status
-	}
-	sent := rc.sent
-	if sent == nil {
-		sent = rc.header // handlers that set fields and wrote nothing
-	}
-	return recordedResponse{Status: status, Header: endToEnd(sent), Body: rc.body.Bytes()}
-}
-
 // retryAfter is the Retry-After for a job running for elapsed: a quarter of
 // the time it has run, from 1 to 30 seconds, so that pollers of a long job
 // back off.
@@ -620,5 +568,3 @@ func retryAfter(elapsed time.Duration) string {
 	s := int64(elapsed / 4 / time.Second)
 	return strconv.FormatInt(min(max(s, 1), 30), 10)
 }
-
-var _ http.ResponseWriter = (*recorder)(nil)

@@ -1,7 +1,6 @@
 package async
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -18,7 +17,8 @@ import (
 // Storage layout, under a prefix of the module's own in Caddy's storage:
 //
 //	processing/jobs/<id>/status.json  the job record (jobRecord)
-//	processing/jobs/<id>/result       the recorded response (encodeResult)
+//	processing/jobs/<id>/result       the recorded response's head (result.go)
+//	processing/jobs/<id>/body/<n>     its body, in pieces (result.go)
 //	processing/jobs/<id>/cancel       a DELETE made on another instance
 //
 // Keys are written whole (certmagic's Store replaces a value at once; the
@@ -160,43 +160,6 @@ func listJobIDs(ctx context.Context, storage certmagic.Storage) ([]string, error
 		}
 	}
 	return ids, nil
-}
-
-// recordedResponse is a job's final response as the handlers wrote it.
-type recordedResponse struct {
-	Status int         `json:"status"`
-	Header http.Header `json:"header"`
-	Body   []byte      `json:"-"`
-}
-
-// encodeResult stores a response as one line of JSON (status and header)
-// followed by the body's bytes as they are: no base64, so a stored result
-// is hardly larger than the response.
-func encodeResult(res recordedResponse) ([]byte, error) {
-	head, err := json.Marshal(res)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]byte, 0, len(head)+1+len(res.Body))
-	out = append(out, head...)
-	out = append(out, '\n')
-	return append(out, res.Body...), nil
-}
-
-func decodeResult(b []byte) (recordedResponse, error) {
-	var res recordedResponse
-	head, body, ok := bytes.Cut(b, []byte("\n"))
-	if !ok {
-		return res, errors.New("stored result has no header line")
-	}
-	if err := json.Unmarshal(head, &res); err != nil {
-		return res, err
-	}
-	if res.Status < 200 || res.Status > 999 {
-		return res, fmt.Errorf("stored result has status %d", res.Status)
-	}
-	res.Body = body
-	return res, nil
 }
 
 // hopByHop are the fields that describe one connection, not the response
