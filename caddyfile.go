@@ -47,6 +47,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			monitor    <path>
 //			keep       <duration>
 //			refresh    <duration>
+//			upload_timeout <duration>
 //			max_body   <size>
 //			max_result <size>
 //			max_jobs   <count>

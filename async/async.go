@@ -60,8 +60,14 @@ type Config struct {
 	MaxResult int64 `json:"max_result,omitempty"`
 
 	// The most jobs running at once in this Caddy process; beyond it a new
-	// one gets 503 with Retry-After. Count; default 1000.
+	// one gets 503 with Retry-After. A request holds a slot from the end
+	// of its upload on, not while it uploads. Count; default 1000.
 	MaxJobs int `json:"max_jobs,omitempty"`
+
+	// How long a job's request body may take to arrive, from the first
+	// read to the last; a slower one gets 408 and its connection closes.
+	// Duration; default 1m.
+	UploadTimeout caddy.Duration `json:"upload_timeout,omitempty"`
 
 	// The most bytes of results stored at once, as this instance counts
 	// them; while they are reached a new job gets 503. Bytes; default 1 GiB.
@@ -81,13 +87,14 @@ type Config struct {
 	// only.
 	Bind []string `json:"bind,omitempty"`
 
-	wait      time.Duration
-	keep      time.Duration
-	refresh   time.Duration
-	storage   certmagic.Storage
-	logger    *zap.Logger
-	monitorSl string // Monitor + "/"
-	acquired  bool
+	wait          time.Duration
+	uploadTimeout time.Duration
+	keep          time.Duration
+	refresh       time.Duration
+	storage       certmagic.Storage
+	logger        *zap.Logger
+	monitorSl     string // Monitor + "/"
+	acquired      bool
 }
 
 // Provision fills in the defaults and joins the process-wide job registry.
@@ -98,6 +105,7 @@ func (a *Config) Provision(ctx caddy.Context) error {
 		return err
 	}
 	a.wait = durationOr(a.Wait, defaultAsyncWait)
+	a.uploadTimeout = durationOr(a.UploadTimeout, defaultAsyncUploadTimeout)
 	a.keep = durationOr(a.Keep, defaultAsyncKeep)
 	a.refresh = durationOr(a.Refresh, defaultAsyncRefresh)
 	if a.Monitor == "" {
@@ -152,7 +160,7 @@ func (a *Config) Validate() error {
 	for _, d := range []struct {
 		name string
 		v    caddy.Duration
-	}{{"wait", a.Wait}, {"keep", a.Keep}, {"refresh", a.Refresh}} {
+	}{{"wait", a.Wait}, {"keep", a.Keep}, {"refresh", a.Refresh}, {"upload_timeout", a.UploadTimeout}} {
 		if d.v < 0 {
 			return fmt.Errorf("async: %s must be a positive duration, got %s", d.name, time.Duration(d.v))
 		}

@@ -376,9 +376,16 @@ func TestAsyncFloodPastMaxJobs(t *testing.T) {
 	addr := strings.TrimPrefix(base, "http://")
 	// With Expect: 100-continue, Go's server sends 100 Continue on the
 	// first read of the body: none proves the body was never read.
-	raw := harness.RawRequest(t, addr, "POST / HTTP/1.1\r\nHost: "+addr+"\r\nPrefer: respond-async\r\nContent-Length: 100000\r\nExpect: 100-continue\r\n\r\n")
-	if raw.Status != 503 || len(raw.Interims) != 0 || raw.Header.Get("Retry-After") == "" {
-		t.Errorf("raw request past max_jobs: %d after %d interim responses, Retry-After %q", raw.Status, len(raw.Interims), raw.Header.Get("Retry-After"))
+	// The connection then closes at once: Go's server would otherwise
+	// read up to 256 KiB of a body that the client never sends while it
+	// waits for 100 Continue, until Caddy's read timeout
+	// (TestAsyncRefusedExpectContinueClosesAtOnce for larger bodies).
+	raw := harness.RawRequest(t, addr, "POST / HTTP/1.1\r\nHost: "+addr+"\r\nPrefer: respond-async\r\nContent-Length: 100000\r\nExpect: 100-continue\r\n\r\n", harness.ReadToClose)
+	if raw.Status != 503 || len(raw.Interims) != 0 || raw.Header.Get("Retry-After") == "" || raw.Header.Get("Connection") != "close" {
+		t.Errorf("raw request past max_jobs: %d after %d interim responses, Retry-After %q, Connection %q", raw.Status, len(raw.Interims), raw.Header.Get("Retry-After"), raw.Header.Get("Connection"))
+	}
+	if raw.Elapsed > 10*time.Second {
+		t.Errorf("the refused connection closed after %v", raw.Elapsed)
 	}
 	if got := counterValue(t, "rejected") - rejected; got != 6 {
 		t.Errorf("rejected counter moved by %v, want 6", got)

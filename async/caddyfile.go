@@ -17,6 +17,7 @@ import (
 //		monitor    <path>
 //		keep       <duration>
 //		refresh    <duration>
+//		upload_timeout <duration>
 //		max_body   <size>
 //		max_result <size>
 //		max_jobs   <count>
@@ -31,7 +32,7 @@ func (a *Config) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		sub := d.Val()
 		if asyncExpectation(sub) == "" {
-			return d.Errf("unrecognized async subdirective %q; expected wait, monitor, keep, refresh, max_body, max_result, max_jobs, max_stored or bind", sub)
+			return d.Errf("unrecognized async subdirective %q; expected wait, monitor, keep, refresh, upload_timeout, max_body, max_result, max_jobs, max_stored or bind", sub)
 		}
 		if seen[sub] {
 			return d.Errf("async: %s: already given", sub)
@@ -51,7 +52,7 @@ func (a *Config) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			return d.Errf("async: %s: expected %s", sub, asyncExpectation(sub))
 		}
 		switch sub {
-		case "wait", "keep", "refresh":
+		case "wait", "keep", "refresh", "upload_timeout":
 			dur, err := caddyutil.ParseDuration(d, "async: "+sub)
 			if err != nil {
 				return err
@@ -61,6 +62,8 @@ func (a *Config) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				a.Wait = dur
 			case "keep":
 				a.Keep = dur
+			case "upload_timeout":
+				a.UploadTimeout = dur
 			default:
 				a.Refresh = dur
 			}
@@ -99,7 +102,7 @@ func (a *Config) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 // asyncExpectation says what a subdirective's value looks like.
 func asyncExpectation(sub string) string {
 	switch sub {
-	case "wait", "keep", "refresh":
+	case "wait", "keep", "refresh", "upload_timeout":
 		return "a duration such as 2s"
 	case "monitor":
 		return "a path such as /.well-known/processing/jobs"

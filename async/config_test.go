@@ -24,7 +24,7 @@ func TestAsyncBadCaddyfileNamesLineAndExpectation(t *testing.T) {
 		line int
 		want string
 	}{
-		{"unknown subdirective", block("wait 1s", "linger 5s"), 5, `unrecognized async subdirective "linger"; expected wait, monitor, keep, refresh, max_body, max_result, max_jobs, max_stored or bind`},
+		{"unknown subdirective", block("wait 1s", "linger 5s"), 5, `unrecognized async subdirective "linger"; expected wait, monitor, keep, refresh, upload_timeout, max_body, max_result, max_jobs, max_stored or bind`},
 		{"wait without value", block("wait"), 4, `async: wait: expected a duration such as 2s`},
 		{"wait not a duration", block("wait soon"), 4, `async: wait: expected a duration such as 20s, got "soon"`},
 		{"zero wait", block("wait 0s"), 4, `async: wait: must be a positive duration, got "0s"`},

@@ -99,18 +99,14 @@ const memBodyLimit = 1 << 20
 // is done within wait, else 202 Accepted (RFC 7240 §4.1).
 func (a *Config) submit(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, wait time.Duration) error {
 	j := &job{
-		id:      newJobID(),
-		method:  r.Method,
-		path:    r.URL.Path,
-		created: time.Now(),
-		a:       a,
-		done:    make(chan struct{}),
-		ended:   make(chan struct{}),
+		id:     newJobID(),
+		method: r.Method,
+		path:   r.URL.Path,
+		a:      a,
+		done:   make(chan struct{}),
+		ended:  make(chan struct{}),
 	}
 	j.auth = a.bindingHash(j.id, r)
-	// The job is in the registry from reserve on, where a shutdown may
-	// cancel it while its body is still being read.
-	j.ctx, j.cancel = context.WithCancelCause(context.WithoutCancel(r.Context()))
 	j.rec.max = a.MaxResult
 	j.rec.head = r.Method == http.MethodHead
 	j.rec.base = targetOf(r)
@@ -118,22 +114,24 @@ func (a *Config) submit(w http.ResponseWriter, r *http.Request, next caddyhttp.H
 	// transport's goroutine for an upstream's 1xx, possibly first.
 	j.rec.header = make(http.Header)
 
-	// Limits first, before a byte of the body is read (the issue's rule):
-	// a refused client has sent only its header.
-	if ok, why := registry.reserve(j, a.MaxJobs, a.MaxStored); !ok {
-		asyncOutcomes.WithLabelValues("rejected").Inc()
-		a.logger.Debug("async job refused", zap.String("limit", why))
-		w.Header().Set("Retry-After", "5")
-		closeUnreadBody(w, r)
-		return caddyhttp.Error(http.StatusServiceUnavailable, fmt.Errorf("async: %s reached", why))
+	// A request the limits would refuse is refused before a byte of its
+	// body is read; the slot itself is taken once the body is in, so that
+	// an upload in progress holds none (upload.go).
+	if full, why := registry.atLimit(a.MaxJobs, a.MaxStored); full {
+		return a.refuseAtLimit(w, r, why, true)
 	}
-	body, err := bufferBody(r, a.MaxBody)
+	body, err := a.readBody(w, r)
 	if err != nil {
-		closeUnreadBody(w, r)
-		registry.remove(j)
-		j.cancel(nil)
-		close(j.ended)
 		return err
+	}
+	// The job's context is made here, with the job in the registry from
+	// reserve on, where a shutdown may cancel it.
+	j.ctx, j.cancel = context.WithCancelCause(context.WithoutCancel(r.Context()))
+	j.created = time.Now()
+	if ok, why := registry.reserve(j, a.MaxJobs, a.MaxStored); !ok {
+		body.remove()
+		j.cancel(nil)
+		return a.refuseAtLimit(w, r, why, false)
 	}
 
 	jr := detachedRequest(j.ctx, r, body, &j.rec)
@@ -218,20 +216,6 @@ func (j *job) answerInline(w http.ResponseWriter, r *http.Request) error {
 	w.WriteHeader(res.Status)
 	_, err = io.Copy(w, body)
 	return err
-}
-
-// closeUnreadBody asks Go's HTTP/1 server to close the connection after a
-// refusal whose request body is not read. Otherwise it reads up to 256 KiB
-// of the body before it writes the response, to keep the connection: Go
-// skips that for an unanswered `Expect: 100-continue`, but only when the
-// body is its own reader, and Caddy's server puts a wrapper (for its idle
-// timeouts) in its place. A client waiting for 100 Continue, or a slow
-// one, would wait up to the read timeout for its 503 or 413. HTTP/2 and
-// HTTP/3 end the stream instead, and forbid a Connection field.
-func closeUnreadBody(w http.ResponseWriter, r *http.Request) {
-	if r.ProtoMajor == 1 && r.ContentLength != 0 {
-		w.Header().Set("Connection", "close")
-	}
 }
 
 // errResultTooLarge fails a job whose response passes max_result.
