@@ -93,7 +93,7 @@ func asyncClientSite(t *testing.T) (base string, accepted func() float64) {
 
 func TestAsyncPythonRequestsReadmeExample(t *testing.T) {
 	python := asyncPython(t)
-	script := markedBlock(t, "README.md", "async-python-example")
+	script := markedBlock(t, "../README.md", "async-python-example")
 	if n := strings.Count(strings.TrimSpace(script), "\n") + 1; n > 10 {
 		t.Errorf("the README's example has %d lines, and says ten", n)
 	}
@@ -120,7 +120,7 @@ func TestAsyncPythonRequestsReadmeExample(t *testing.T) {
 
 func TestAsyncCurlShellLoop(t *testing.T) {
 	clNeedPrograms(t, "curl", "sh")
-	script := markedBlock(t, "docs/async.md", "async-curl-example")
+	script := markedBlock(t, "../docs/async.md", "async-curl-example")
 	base, succeeded := asyncClientSite(t)
 	path := filepath.Join(t.TempDir(), "poll.sh")
 	if err := os.WriteFile(path, []byte(script), 0o600); err != nil {
