@@ -62,8 +62,14 @@ type Config struct {
 	MaxResult int64 `json:"max_result,omitempty"`
 
 	// The most jobs running at once in this Caddy process; beyond it a new
-	// one gets 503 with Retry-After. Count; default 1000.
+	// one gets 503 with Retry-After. A request holds a slot from the end
+	// of its upload on, not while it uploads. Count; default 1000.
 	MaxJobs int `json:"max_jobs,omitempty"`
+
+	// How long a job's request body may take to arrive, from the first
+	// read to the last; a slower one gets 408 and its connection closes.
+	// Duration; default 1m.
+	UploadTimeout caddy.Duration `json:"upload_timeout,omitempty"`
 
 	// The most bytes of results stored at once by every instance sharing
 	// the storage, counted in one record there. A new job gets 503 while
@@ -82,15 +88,25 @@ type Config struct {
 	// Duration; default 1h.
 	Timeout caddy.Duration `json:"timeout,omitempty"`
 
-	wait      time.Duration
-	keep      time.Duration
-	refresh   time.Duration
-	timeout   time.Duration
-	storage   certmagic.Storage
-	sweeper   *sweeper // of storage, in the registry
-	logger    *zap.Logger
-	monitorSl string // Monitor + "/"
-	acquired  bool
+	// Placeholders whose values, with the Authorization field, bind a job
+	// to its submitter: the monitor answers only requests for which they
+	// resolve the same, such as `{http.request.cookie.session}` for a site
+	// that authenticates with a session cookie. A job whose submitter had
+	// no Authorization and whose bind values are all empty is served to
+	// anyone holding its id, without Set-Cookie. Default: Authorization
+	// only.
+	Bind []string `json:"bind,omitempty"`
+
+	wait          time.Duration
+	uploadTimeout time.Duration
+	keep          time.Duration
+	refresh       time.Duration
+	timeout       time.Duration
+	storage       certmagic.Storage
+	sweeper       *sweeper // of storage, in the registry
+	logger        *zap.Logger
+	monitorSl     string // Monitor + "/"
+	acquired      bool
 }
 
 // Provision fills in the defaults and joins the process-wide job registry.
@@ -101,6 +117,7 @@ func (a *Config) Provision(ctx caddy.Context) error {
 		return err
 	}
 	a.wait = durationOr(a.Wait, defaultAsyncWait)
+	a.uploadTimeout = durationOr(a.UploadTimeout, defaultAsyncUploadTimeout)
 	a.keep = durationOr(a.Keep, defaultAsyncKeep)
 	a.refresh = durationOr(a.Refresh, defaultAsyncRefresh)
 	a.timeout = durationOr(a.Timeout, defaultAsyncTimeout)
@@ -152,10 +169,13 @@ func (a *Config) Validate() error {
 	for _, d := range []struct {
 		name string
 		v    caddy.Duration
-	}{{"wait", a.Wait}, {"keep", a.Keep}, {"refresh", a.Refresh}, {"timeout", a.Timeout}} {
+	}{{"wait", a.Wait}, {"keep", a.Keep}, {"refresh", a.Refresh}, {"timeout", a.Timeout}, {"upload_timeout", a.UploadTimeout}} {
 		if d.v < 0 {
 			return fmt.Errorf("async: %s must be a positive duration, got %s", d.name, time.Duration(d.v))
 		}
+	}
+	if err := validateBind(a.Bind); err != nil {
+		return fmt.Errorf("async: bind: %v", err)
 	}
 	if a.Monitor != "" {
 		if err := validateMonitorPath(a.Monitor); err != nil {
@@ -204,6 +224,18 @@ func (a *Config) Cleanup() error {
 // max_result is left, so that a job admitted alone always has room for its
 // result. why names the limit reached, or is "".
 func (a *Config) admit(ctx context.Context, j *job) (why string) {
+	if why := a.atLimit(ctx); why != "" {
+		return why
+	}
+	if !registry.reserve(j, a.MaxJobs) {
+		return "max_jobs"
+	}
+	return ""
+}
+
+// atLimit reports the limit a new job would pass, without taking a slot:
+// the check made before a request's body is read.
+func (a *Config) atLimit(ctx context.Context) (why string) {
 	sctx, cancel := context.WithTimeout(ctx, storedWait)
 	stored, err := loadStored(sctx, a.storage)
 	cancel()
@@ -214,7 +246,7 @@ func (a *Config) admit(ctx context.Context, j *job) (why string) {
 	case stored > max(a.MaxStored-a.MaxResult, 0):
 		return "max_stored"
 	}
-	if !registry.reserve(j, a.MaxJobs) {
+	if registry.running() >= a.MaxJobs {
 		return "max_jobs"
 	}
 	return ""

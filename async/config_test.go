@@ -24,7 +24,7 @@ func TestAsyncBadCaddyfileNamesLineAndExpectation(t *testing.T) {
 		line int
 		want string
 	}{
-		{"unknown subdirective", block("wait 1s", "linger 5s"), 5, `unrecognized async subdirective "linger"; expected wait, monitor, keep, refresh, timeout, max_body, max_result, max_jobs or max_stored`},
+		{"unknown subdirective", block("wait 1s", "linger 5s"), 5, `unrecognized async subdirective "linger"; expected wait, monitor, keep, refresh, timeout, upload_timeout, max_body, max_result, max_jobs, max_stored or bind`},
 		{"wait without value", block("wait"), 4, `async: wait: expected a duration such as 2s`},
 		{"wait not a duration", block("wait soon"), 4, `async: wait: expected a duration such as 20s, got "soon"`},
 		{"zero wait", block("wait 0s"), 4, `async: wait: must be a positive duration, got "0s"`},
@@ -43,6 +43,8 @@ func TestAsyncBadCaddyfileNamesLineAndExpectation(t *testing.T) {
 		{"max_stored without value", block("max_stored"), 4, `async: max_stored: expected a positive size such as 16MiB`},
 		{"max_jobs zero", block("max_jobs 0"), 4, `async: max_jobs: expected a positive count such as 1000, got "0"`},
 		{"max_jobs not whole", block("max_jobs 2.5"), 4, `async: max_jobs: expected a positive count such as 1000, got "2.5"`},
+		{"bind without value", block("bind"), 4, `async: bind: expected one or more placeholders such as {http.request.cookie.session}`},
+		{"bind a constant", block("bind {http.request.cookie.session} session"), 4, `async: bind: expected placeholders such as {http.request.cookie.session}, got "session"`},
 		{"extra argument", block("keep 1h 2h"), 4, `async: keep: unexpected argument "2h"`},
 		{"given twice", block("wait 1s", "keep 1h", "wait 2s"), 6, `async: wait: already given`},
 		{"argument to async", "\tprocessing {\n\t\tasync 5s\n\t}\n", 3, `async: unexpected argument "5s"; expected a block`},

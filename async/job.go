@@ -4,9 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/base64"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -18,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/c055b0d7/caddy-processing/internal/prefer"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
@@ -29,7 +28,7 @@ type job struct {
 	method  string
 	path    string
 	created time.Time
-	auth    string // authHash of the submitter's Authorization, or ""
+	auth    string // bindingHash of the submitter, or "" (access.go)
 	a       *Config
 	cancel  context.CancelCauseFunc
 	ctx     context.Context
@@ -96,22 +95,6 @@ func validJobID(id string) bool {
 	return true
 }
 
-// authHash binds a job to the submitter's credentials without storing them:
-// SHA-256 over the id and the Authorization value. The id acts as a salt,
-// so equal credentials give unrelated hashes across jobs.
-func authHash(id string, authorization []string) string {
-	if len(authorization) == 0 {
-		return ""
-	}
-	h := sha256.New()
-	h.Write([]byte(id))
-	for _, v := range authorization {
-		h.Write([]byte{0})
-		h.Write([]byte(v))
-	}
-	return hex.EncodeToString(h.Sum(nil))
-}
-
 // memBodyLimit is how much of a request body stays in memory; the rest of
 // a larger one goes to a temporary file, so that max_jobs jobs waiting with
 // max_body bodies do not take max_jobs × max_body of memory.
@@ -121,49 +104,47 @@ const memBodyLimit = 1 << 20
 // is done within wait, else 202 Accepted (RFC 7240 §4.1).
 func (a *Config) submit(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, wait time.Duration) error {
 	j := &job{
-		id:      newJobID(),
-		method:  r.Method,
-		path:    r.URL.Path,
-		created: time.Now(),
-		a:       a,
-		done:    make(chan struct{}),
-		ended:   make(chan struct{}),
+		id:     newJobID(),
+		method: r.Method,
+		path:   r.URL.Path,
+		a:      a,
+		done:   make(chan struct{}),
+		ended:  make(chan struct{}),
 	}
-	j.auth = authHash(j.id, r.Header["Authorization"])
-	// The job is in the registry from reserve on, where a shutdown may
-	// cancel it while its body is still being read.
-	var base context.Context
-	base, j.cancel = context.WithCancelCause(context.WithoutCancel(r.Context()))
-	// The handlers' context ends at the timeout, with a cause that
-	// names it; j.cancel's causes reach it too.
-	j.ctx, j.stopTimeout = context.WithTimeoutCause(base, a.timeout, timeoutError{a.timeout})
+	j.auth = a.bindingHash(j.id, r)
 	j.rec.max = a.MaxResult
+	j.rec.head = r.Method == http.MethodHead
+	j.rec.base = targetOf(r)
 	// Made here, not lazily: reverse_proxy calls Header from its
 	// transport's goroutine for an upstream's 1xx, possibly first.
 	j.rec.header = make(http.Header)
 
-	// Limits first, before a byte of the body is read (the issue's rule):
-	// a refused client has sent only its header.
-	if why := a.admit(r.Context(), j); why != "" {
-		j.cancel(nil)
-		j.stopTimeout()
-		asyncOutcomes.WithLabelValues("rejected").Inc()
-		a.logger.Debug("async job refused", zap.String("limit", why))
-		w.Header().Set("Retry-After", "5")
-		closeUnreadBody(w, r)
-		return caddyhttp.Error(http.StatusServiceUnavailable, fmt.Errorf("async: %s reached", why))
+	// A request the limits would refuse is refused before a byte of its
+	// body is read; the slot itself is taken once the body is in, so that
+	// an upload in progress holds none (upload.go).
+	if why := a.atLimit(r.Context()); why != "" {
+		return a.refuseAtLimit(w, r, why, true)
 	}
-	body, err := bufferBody(r, a.MaxBody)
+	body, err := a.readBody(w, r)
 	if err != nil {
-		closeUnreadBody(w, r)
-		registry.remove(j)
-		j.cancel(nil)
-		j.stopTimeout()
-		close(j.ended)
 		return err
 	}
+	// The job's context is made here, with the job in the registry from
+	// admit on, where a shutdown may cancel it. The handlers' context
+	// ends at the timeout, with a cause that names it; j.cancel's causes
+	// reach it too.
+	var base context.Context
+	base, j.cancel = context.WithCancelCause(context.WithoutCancel(r.Context()))
+	j.ctx, j.stopTimeout = context.WithTimeoutCause(base, a.timeout, timeoutError{a.timeout})
+	j.created = time.Now()
+	if why := a.admit(r.Context(), j); why != "" {
+		body.remove()
+		j.cancel(nil)
+		j.stopTimeout()
+		return a.refuseAtLimit(w, r, why, false)
+	}
 
-	jr := detachedRequest(j.ctx, r, body)
+	jr := detachedRequest(j.ctx, r, body, &j.rec)
 	j.rec.onOverflow = func() { j.cancel(errResultTooLarge) }
 	go j.run(next, jr, body)
 
@@ -225,33 +206,30 @@ func (j *job) answerInline(w http.ResponseWriter, r *http.Request) error {
 	case j.rec.status == 0 && j.nextErr != nil:
 		return j.nextErr
 	}
-	res := j.rec.response()
+	defer j.rec.remove()
+	res := j.rec.resultHead()
+	body, err := j.rec.body()
+	if err != nil {
+		return caddyhttp.Error(http.StatusInternalServerError, fmt.Errorf("async: result file: %w", err))
+	}
 	h := w.Header()
 	maps.Copy(h, res.Header)
 	// The response depends on Prefer: without it the client would have
 	// had the same; with a slower backend, a 202 (RFC 9110 §12.5.5).
 	h.Add("Vary", "Prefer")
-	h.Set("Content-Length", strconv.Itoa(len(res.Body)))
+	if r.Method == http.MethodHead {
+		// A HEAD response announces the length a GET would have had
+		// (RFC 9110 §9.3.2, §8.6).
+		if res.HeadLength >= 0 {
+			h.Set("Content-Length", strconv.FormatInt(res.HeadLength, 10))
+		}
+		w.WriteHeader(res.Status)
+		return nil
+	}
+	h.Set("Content-Length", strconv.FormatInt(res.Size, 10))
 	w.WriteHeader(res.Status)
-	if r.Method != http.MethodHead {
-		_, err := w.Write(res.Body)
-		return err
-	}
-	return nil
-}
-
-// closeUnreadBody asks Go's HTTP/1 server to close the connection after a
-// refusal whose request body is not read. Otherwise it reads up to 256 KiB
-// of the body before it writes the response, to keep the connection: Go
-// skips that for an unanswered `Expect: 100-continue`, but only when the
-// body is its own reader, and Caddy's server puts a wrapper (for its idle
-// timeouts) in its place. A client waiting for 100 Continue, or a slow
-// one, would wait up to the read timeout for its 503 or 413. HTTP/2 and
-// HTTP/3 end the stream instead, and forbid a Connection field.
-func closeUnreadBody(w http.ResponseWriter, r *http.Request) {
-	if r.ProtoMajor == 1 && r.ContentLength != 0 {
-		w.Header().Set("Connection", "close")
-	}
+	_, err = io.Copy(w, body)
+	return err
 }
 
 // errResultTooLarge fails a job whose response passes max_result.
@@ -282,8 +260,9 @@ func (j *job) run(next caddyhttp.Handler, r *http.Request, body *bufferedBody) {
 	close(stopRefresh)
 	<-refreshDone
 	if inline {
-		return
+		return // answerInline serves the recorded body, then removes it
 	}
+	defer j.rec.remove()
 	j.finish()
 }
 
@@ -314,7 +293,7 @@ func (j *job) finish() {
 	}
 	status, reason := j.outcome()
 	if status == statusSucceeded {
-		status, reason = j.commitResult(j.rec.response())
+		status, reason = j.commitResult()
 	} else {
 		status, reason = j.record1(status, reason)
 	}
@@ -348,14 +327,14 @@ func (j *job) record1(status, reason string) (string, string) {
 // DELETE) or already ended (declared lost, timed out), the result is
 // deleted again and nothing else is written: a job deleted with 204 never
 // serves a result.
-func (j *job) commitResult(res recordedResponse) (status, reason string) {
+func (j *job) commitResult() (status, reason string) {
 	storage := j.a.storage
 	ctx := context.Background()
-	b, err := encodeResult(res)
+	res, err := j.resultToStore()
 	if err != nil {
 		return j.record1(statusFailed, "encoding the result: "+err.Error())
 	}
-	size := int64(len(b))
+	size := res.size()
 	ok, err := reserveStored(ctx, storage, size, j.a.MaxStored)
 	switch {
 	case err != nil:
@@ -363,23 +342,26 @@ func (j *job) commitResult(res recordedResponse) (status, reason string) {
 	case !ok:
 		return j.record1(statusFailed, "max_stored reached")
 	}
-	err = storage.Store(ctx, jobResultKey(j.id), b)
+	err = storeResult(ctx, storage, j.id, res)
 	if err == nil {
 		err = j.settle(ctx, statusSucceeded, "", size)
 		if err == nil {
 			j.setSettled()
 			return statusSucceeded, ""
 		}
+		// Not succeeded: the result goes (the whole folder if the job
+		// is gone). storeResult removed what it wrote if it failed.
+		key := jobResultKey(j.id)
+		if errors.Is(err, errGone) {
+			key = jobKey(j.id)
+		} else if derr := storage.Delete(ctx, jobBodyKey(j.id)); derr != nil {
+			j.a.logger.Error("deleting an async job's result", zap.String("id", j.id), zap.Error(derr))
+		}
+		if derr := storage.Delete(ctx, key); derr != nil {
+			j.a.logger.Error("deleting an async job's result", zap.String("id", j.id), zap.Error(derr))
+		}
 	}
-	// Not succeeded: the result goes (the whole folder if the job is
-	// gone), and its bytes are given back.
-	key := jobResultKey(j.id)
-	if errors.Is(err, errGone) {
-		key = jobKey(j.id)
-	}
-	if derr := storage.Delete(ctx, key); derr != nil {
-		j.a.logger.Error("deleting an async job's result", zap.String("id", j.id), zap.Error(derr))
-	}
+	// Its bytes are given back.
 	if rerr := releaseStored(ctx, storage, size); rerr != nil {
 		j.a.logger.Error("giving back an async job's max_stored bytes", zap.String("id", j.id), zap.Error(rerr))
 	}
@@ -426,6 +408,8 @@ func (j *job) outcome() (status, reason string) {
 		return statusCanceled, errShutdown.Error()
 	case j.rec.overflow:
 		return statusFailed, fmt.Sprintf("%v (%d bytes)", errResultTooLarge, j.a.MaxResult)
+	case j.rec.writeErr != nil:
+		return statusFailed, j.rec.writeErr.Error()
 	case j.panicked:
 		return statusFailed, "a handler panicked"
 	case cause != nil:
@@ -516,34 +500,36 @@ func (j *job) stopHandlers(cause error) {
 // mutable with r, whose access log still reads r's variable table and
 // replacer after the 202 (the hazard of the SetVar race, issue 8): the
 // header, URL and trailer are cloned, the variable table, route groups and
-// extra log fields are new copies, and the replacer is a new one bound to
-// this request. Its context keeps r's values but not r's cancellation.
+// extra log fields are new copies, and the replacer is a new one, made as
+// Caddy's server makes one for each request (caddyhttp.PrepareRequest),
+// bound to this request and to the job's recorder, so that response
+// placeholders ({http.response.header.*}) read what the job's handlers
+// wrote. Its context keeps r's values but not r's cancellation.
 //
 // Placeholders that a `map` before processing added to r's replacer are not
 // in the job's: a replacer cannot be copied, and reading r's from the job's
 // goroutine would race with r's access log.
-func detachedRequest(ctx context.Context, r *http.Request, body *bufferedBody) *http.Request {
-	vars := make(map[string]any)
-	if orig, ok := r.Context().Value(caddyhttp.VarsCtxKey).(map[string]any); ok {
-		maps.Copy(vars, orig)
-	}
-	ctx = context.WithValue(ctx, caddyhttp.VarsCtxKey, vars)
-	if groups, ok := r.Context().Value(routeGroupCtxKey).(map[string]struct{}); ok {
-		ctx = context.WithValue(ctx, routeGroupCtxKey, maps.Clone(groups))
-	}
-	ctx = context.WithValue(ctx, caddyhttp.ExtraLogFieldsCtxKey, new(caddyhttp.ExtraLogFields))
+func detachedRequest(ctx context.Context, r *http.Request, body *bufferedBody, rec *recorder) *http.Request {
+	origVars, _ := r.Context().Value(caddyhttp.VarsCtxKey).(map[string]any)
+	groups, _ := r.Context().Value(routeGroupCtxKey).(map[string]struct{})
+	server, _ := r.Context().Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server)
+	orig, hasOrig := r.Context().Value(caddyhttp.OriginalRequestCtxKey).(http.Request)
 	// The server's idle-timeout wrappers act on the client's connection,
 	// which the job does not own.
 	ctx = context.WithValue(ctx, idleTimeoutsCtxKey, nil)
 
-	jr := r.Clone(ctx)
-	start := vars["start_time"]
-	// Despite its name, NewTestReplacer is what a handler needs here: a
-	// new replacer with the HTTP placeholders bound to jr, put into jr's
-	// context (caddyhttp's own prepareRequest does the same, unexported).
-	caddyhttp.NewTestReplacer(jr)
-	if start != nil {
-		vars["start_time"] = start // NewTestReplacer reset it to now
+	jr := caddyhttp.PrepareRequest(r.Clone(ctx), caddy.NewReplacer(), rec, server)
+	// PrepareRequest made a new variable table, route groups and original
+	// request from jr; the job keeps r's, as the rest of r's route would
+	// have seen them (start_time included).
+	vars, _ := jr.Context().Value(caddyhttp.VarsCtxKey).(map[string]any)
+	maps.Copy(vars, origVars)
+	if g, ok := jr.Context().Value(routeGroupCtxKey).(map[string]struct{}); ok {
+		maps.Copy(g, groups)
+	}
+	if hasOrig {
+		// In place, as the replacer is bound to this *http.Request.
+		*jr = *jr.WithContext(context.WithValue(jr.Context(), caddyhttp.OriginalRequestCtxKey, orig))
 	}
 
 	// The body is complete and known: reverse_proxy can send it with a
@@ -557,8 +543,13 @@ func detachedRequest(ctx context.Context, r *http.Request, body *bufferedBody) *
 		jr.Header.Set("Content-Length", strconv.FormatInt(body.size, 10))
 	}
 	// This module applied respond-async and wait; the handlers after it
-	// answer a request that waits for them.
-	jr.Header.Del("Prefer")
+	// answer a request that waits for them, and get the preferences it did
+	// not apply (return=minimal, handling=lenient and the like).
+	if rest := prefer.Without(r.Header["Prefer"], "respond-async", "wait"); rest != nil {
+		jr.Header["Prefer"] = rest
+	} else {
+		jr.Header.Del("Prefer")
+	}
 	return jr
 }
 
@@ -637,78 +628,6 @@ func (b *bufferedBody) remove() {
 	}
 }
 
-// recorder is the ResponseWriter of a job's handlers. It keeps the final
-// status, the header as it was when the status was written, and the body up
-// to max bytes; beyond that the job fails and nothing of it is kept.
-// 1xx responses are dropped: the job's client is not connected, and
-// reverse_proxy writes them from its transport's goroutine, so they must
-// touch nothing here.
-type recorder struct {
-	header     http.Header
-	status     int
-	sent       http.Header // the header at the final status
-	body       bytes.Buffer
-	max        int64
-	overflow   bool
-	onOverflow func()
-}
-
-func (rc *recorder) Header() http.Header {
-	if rc.header == nil {
-		rc.header = make(http.Header)
-	}
-	return rc.header
-}
-
-func (rc *recorder) WriteHeader(code int) {
-	if code >= 100 && code <= 199 && code != http.StatusSwitchingProtocols {
-		return
-	}
-	if rc.status != 0 {
-		return
-	}
-	rc.status = code
-	rc.sent = rc.Header().Clone()
-}
-
-func (rc *recorder) Write(p []byte) (int, error) {
-	if rc.status == 0 {
-		rc.WriteHeader(http.StatusOK)
-	}
-	if rc.overflow {
-		return 0, errResultTooLarge
-	}
-	if int64(rc.body.Len())+int64(len(p)) > rc.max {
-		rc.overflow = true
-		rc.body = bytes.Buffer{}
-		if rc.onOverflow != nil {
-			rc.onOverflow()
-		}
-		return 0, errResultTooLarge
-	}
-	return rc.body.Write(p)
-}
-
-// FlushError lets http.ResponseController.Flush succeed: there is no
-// connection to flush to.
-func (rc *recorder) FlushError() error { return nil }
-
-// Flush implements http.Flusher.
-func (rc *recorder) Flush() {}
-
-// response is the recorded response, hop-by-hop fields removed.
-func (rc *recorder) response() recordedResponse {
-	status := rc.status
-	if status == 0 {
-		status = http.StatusOK // net/http's implicit status
-	}
-	sent := rc.sent
-	if sent == nil {
-		sent = rc.header // handlers that set fields and wrote nothing
-	}
-	return recordedResponse{Status: status, Header: endToEnd(sent), Body: rc.body.Bytes()}
-}
-
 // retryAfter is the Retry-After for a job running for elapsed: a quarter of
 // the time it has run, from 1 to 30 seconds, so that pollers of a long job
 // back off.
@@ -716,5 +635,3 @@ func retryAfter(elapsed time.Duration) string {
 	s := int64(elapsed / 4 / time.Second)
 	return strconv.FormatInt(min(max(s, 1), 30), 10)
 }
-
-var _ http.ResponseWriter = (*recorder)(nil)

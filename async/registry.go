@@ -120,6 +120,13 @@ func (g *jobRegistry) reserve(j *job, maxJobs int) (ok bool) {
 	return true
 }
 
+// running is how many jobs run in this process.
+func (g *jobRegistry) running() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return len(g.jobs)
+}
+
 func (g *jobRegistry) remove(j *job) {
 	g.mu.Lock()
 	delete(g.jobs, j.id)
