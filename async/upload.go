@@ -125,4 +125,3 @@ func closeAfter(w http.ResponseWriter, r *http.Request, code int, err error) err
 	}
 	return caddyhttp.Error(code, err)
 }
-
