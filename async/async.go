@@ -5,9 +5,12 @@ package async
 // `202 Accepted` pointing at a status monitor (RFC 9110 §15.3.3) served by
 // this handler, and the job's state and final response go to Caddy's
 // storage, where any instance sharing that storage can answer for it.
-// async_job.go runs a job, async_monitor.go serves the monitor,
-// async_store.go keeps job records, async_registry.go holds the jobs that
-// run in this process, async_admin.go lists them on the admin API.
+// job.go runs a job and state.go decides its transitions; upload.go reads
+// its body, result.go records and stores its response, monitor.go serves
+// the monitor, access.go binds a job to its submitter, store.go and
+// stored.go keep its record and the cluster's stored total, registry.go
+// holds the jobs of this process, sweep.go removes expired ones, admin.go
+// lists them on the admin API.
 
 import (
 	"context"

@@ -498,7 +498,8 @@ func (j *job) stopHandlers(cause error) {
 
 // detachedRequest is the request the job's handlers see. It shares nothing
 // mutable with r, whose access log still reads r's variable table and
-// replacer after the 202 (the hazard of the SetVar race, issue 8): the
+// replacer after the 202 (a write to a map another goroutine reads is a
+// fatal error, not a recoverable one): the
 // header, URL and trailer are cloned, the variable table, route groups and
 // extra log fields are new copies, and the replacer is a new one, made as
 // Caddy's server makes one for each request (caddyhttp.PrepareRequest),
