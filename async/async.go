@@ -1,6 +1,4 @@
-package async
-
-// Async mode: a request carrying `Prefer: respond-async` (RFC 7240 §4.1)
+// Package async is the processing handler's async mode: a request carrying `Prefer: respond-async` (RFC 7240 §4.1)
 // becomes a job. If it is not done within `wait`, the client gets
 // `202 Accepted` pointing at a status monitor (RFC 9110 §15.3.3) served by
 // this handler, and the job's state and final response go to Caddy's
@@ -11,6 +9,7 @@ package async
 // stored.go keep its record and the cluster's stored total, registry.go
 // holds the jobs of this process, sweep.go removes expired ones, admin.go
 // lists them on the admin API.
+package async
 
 import (
 	"context"
