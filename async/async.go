@@ -1,5 +1,5 @@
-// Package async is the processing handler's async mode: a request carrying `Prefer: respond-async` (RFC 7240 §4.1)
-// becomes a job. If it is not done within `wait`, the client gets
+// Package async is the processing handler's async mode: a request
+// carrying `Prefer: respond-async` (RFC 7240 §4.1) becomes a job. If it is not done within `wait`, the client gets
 // `202 Accepted` pointing at a status monitor (RFC 9110 §15.3.3) served by
 // this handler, and the job's state and final response go to Caddy's
 // storage, where any instance sharing that storage can answer for it.
