@@ -80,8 +80,20 @@ func (h *Handler) prepare(w http.ResponseWriter, r *http.Request, next caddyhttp
 	// Once stop has run, every such late call finds the writer done.
 	iw = &interimWriter{h: h, rw: w, realHeader: w.Header(), req: r}
 	setCountVar(vars, &iw.count)
-	iw.begin(r, asked)
+	iw.begin(r, asked, startOf(vars))
 	return iw, false, nil
+}
+
+// startOf is when Caddy's server received the request, on monoClock: the
+// variable start_time, which Caddy sets from time.Now before any route
+// runs (caddyhttp.PrepareRequest, replacer.go). Its monotonic reading makes
+// that a subtraction and no clock read. Without it (the module run outside
+// Caddy's server), it is now.
+func startOf(vars map[string]any) time.Duration {
+	if t, ok := vars["start_time"].(time.Time); ok {
+		return t.Sub(monoBase)
+	}
+	return monoClock{}.now()
 }
 
 // end runs, deferred, when next returns or panics. It calls recover itself,
@@ -218,7 +230,7 @@ type stateWord struct{ v atomic.Uint32 }
 func (a *stateWord) load() requestState { return requestState(a.v.Load()) }
 
 // storeLocked sets the state: under stateMu, or on the request's goroutine
-// once the phase is done.
+// before the writer is shared or once the phase is done.
 func (a *stateWord) storeLocked(s requestState) { a.v.Store(uint32(s)) }
 
 // interimWriter is one request's state and the ResponseWriter the next
@@ -268,20 +280,18 @@ type interimWriter struct {
 	held http.Header
 }
 
-// begin arms the first 102. No other goroutine can see the writer yet.
-func (w *interimWriter) begin(r *http.Request, asked bool) {
+// begin arms the first 102. No other goroutine can see the writer yet, so
+// it takes no lock: the wheel's, taken to schedule the first fire, orders
+// everything here before that fire.
+func (w *interimWriter) begin(r *http.Request, asked bool, start time.Duration) {
 	h := w.h
-	w.start = monoClock{}.now()
+	w.start = start
 	w.fields = &h.fields
 	if h.resolveFields {
 		resolved := resolveFields(h.fields, r)
 		w.fields = &resolved
 	}
 	initial := w.gateBody(r)
-
-	// The lock orders everything above before the first fire.
-	w.stateMu.Lock()
-	defer w.stateMu.Unlock()
 	w.state.storeLocked(initial)
 	switch {
 	case !asked:
@@ -291,7 +301,7 @@ func (w *interimWriter) begin(r *http.Request, asked bool) {
 		// gets its first 102 at once, here once the body is in.
 		w.state.storeLocked(initial | due)
 	default:
-		w.sendInterimLocked(w.start, false)
+		w.sendInterimLocked(monoClock{}.now(), false)
 		w.scheduleLocked(w.start + h.interval)
 	}
 }
