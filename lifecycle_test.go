@@ -72,7 +72,7 @@ func stuckListener(t testing.TB) string {
 }
 
 // TestNoVariableWriteAfterClientGivesUpDuringDial is the regression test for
-// the crash of issue 8: the module wrote the request's variable table after
+// a crash: the module wrote the request's variable table after
 // next returned, while reverse_proxy's transport, still dialing on its own
 // goroutine after the cancelled RoundTrip had returned, read the same table
 // (caddyhttp.GetVar in its dial function). Under -race this test fails on

@@ -100,11 +100,10 @@ func (w *interimWriter) forwardInterim(code int) {
 // the state committed and drops itself; stop takes it off the wheel.
 //
 // The final status is written from this small frame, after claimCommit's
-// has gone (216 bytes less stack, TestStackDepthOfTheResponsePath):
-// net/http's WriteHeader clones the header map on the request's goroutine
-// with a 488-byte frame of its own, and on HTTP/1.1 that path comes within
-// a few hundred bytes of the request goroutine's 8 KiB stack, which a
-// deeper call doubles by copying it (docs/performance.md, "Stacks").
+// has gone: net/http's WriteHeader clones the header map on the request's
+// goroutine with a large frame of its own, and on HTTP/1.1 that path comes
+// close to the end of the request goroutine's 8 KiB stack, which a deeper
+// call doubles by copying it (docs/performance.md, "Stacks").
 func (w *interimWriter) commit(code int) {
 	if w.claimCommit() {
 		w.rw.WriteHeader(code)
