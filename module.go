@@ -50,8 +50,10 @@ type Handler struct {
 	// Default: 20s, the guidance of RFC 2518 §10.1.
 	Interval caddy.Duration `json:"interval,omitempty"`
 
-	// How long a request must have run before its first 102, a duration
-	// like `interval`. Must be positive. Default: the interval. A request
+	// How long a request must have run, since Caddy received it, before
+	// its first 102, a duration like `interval`; a request with a body
+	// gets its first 102 no sooner than the end of its body, as the next
+	// handler reads it. Must be positive. Default: the interval. A request
 	// carrying `Prefer: processing` gets its first 102 at once instead.
 	Delay caddy.Duration `json:"delay,omitempty"`
 
@@ -70,8 +72,8 @@ type Handler struct {
 	// Default: none, a bare `102 Processing`. Caddy placeholders are
 	// resolved once when the request starts; the module's own
 	// `{http.processing.count}` (1 for the first 102) and
-	// `{http.processing.elapsed}` (time since the request reached this
-	// handler, such as `20.001s`) are filled in for each 102.
+	// `{http.processing.elapsed}` (time since Caddy received the request,
+	// such as `20.001s`) are filled in for each 102.
 	// Content-Length, Transfer-Encoding, Connection, Trailer and Upgrade
 	// are refused.
 	Header http.Header `json:"header,omitempty"`
