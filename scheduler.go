@@ -116,7 +116,8 @@ type wheel struct {
 	// (TestStalledHTTP2ClientHoldsBackNoOtherRequest).
 	clock clock
 
-	// mu guards everything below. Lock order: a writer's mu, then this.
+	// mu guards everything below. Lock order: a writer's stateMu, then
+	// this.
 	mu     sync.Mutex
 	slots  [wheelSlots]wheelEntry // sentinels of circular lists
 	cursor int64                  // the last tick processed
