@@ -13,15 +13,19 @@ import (
 
 func init() {
 	httpcaddyfile.RegisterHandlerDirective("processing", parseCaddyfile)
-	// Before header, which comes right after the logging directives, so
-	// that processing wraps every handler that writes a response:
-	// reverse_proxy, php_fastcgi, file_server and a webdav ordered before
-	// file_server. Outside header and encode it also keeps its 102s away
-	// from their 1xx quirks: header's deferred operations run on every 1xx,
-	// and encode records a 1xx as its status and sends a second one before
-	// an implicit 200. Map, vars and root come earlier, so the directive's
-	// matcher can use what they set.
-	httpcaddyfile.RegisterDirectiveOrder("processing", httpcaddyfile.Before, "header")
+	// After forward_auth, the last of the standard directives that
+	// authenticate (basic_auth, forward_auth): a request they refuse never
+	// reaches processing, so async mode buffers no body, creates no job
+	// and serves no monitor answer for it. Still before request_header,
+	// encode and every handler that writes a response (reverse_proxy,
+	// php_fastcgi, file_server, a webdav ordered before file_server), and
+	// after map, vars and root, so the directive's matcher can use what
+	// they set. header now runs before processing: its immediate
+	// operations are moved out of each 102 like the server's own fields
+	// (fields.go), and its deferred operations never see a 102, which
+	// goes to net/http's own writer past header's wrapper (innermost).
+	// encode stays inside, where it never sees a 102 either.
+	httpcaddyfile.RegisterDirectiveOrder("processing", httpcaddyfile.After, "forward_auth")
 }
 
 func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
@@ -43,10 +47,12 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			monitor    <path>
 //			keep       <duration>
 //			refresh    <duration>
+//			upload_timeout <duration>
 //			max_body   <size>
 //			max_result <size>
 //			max_jobs   <count>
 //			max_stored <size>
+//			bind       <placeholder>...
 //		}
 //	}
 //

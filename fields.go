@@ -14,29 +14,11 @@ import (
 // HTTP/3), so while 102s may go out the real map must hold nothing but the
 // 102's own fields, and the next handler's fields must live elsewhere.
 
-// fieldsWhere is where the next handler's header fields are. Guarded by the
-// writer's mu until the final status; then only the request's goroutine
-// looks at it.
-type fieldsWhere uint8
-
-const (
-	// fieldsInReal: in the real map, where Caddy's server put Server and
-	// Alt-Svc; no 102 has gone out and the next handler has not asked for
-	// a map.
-	fieldsInReal fieldsWhere = iota
-	// fieldsStashed: a 102 moved them (Server and Alt-Svc at most) into
-	// the writer's inline stash; the next handler has not asked for a map
-	// yet.
-	fieldsStashed
-	// fieldsHeld: in held, the map the next handler has (or will get at
-	// its first Header call).
-	fieldsHeld
-	// fieldsRestored: back in the real map, at the final status or when
-	// the request ended without one.
-	fieldsRestored
-	// fieldsHijacked: the connection was taken; no map is written again.
-	fieldsHijacked
-)
+// The next handler's fields move between three places before the final
+// status: the real map, the writer's inline stash, and held, the map of
+// the handler's own; the state records which (requestState, fieldsInReal
+// and on). Each move is made under stateMu, or on the request's goroutine
+// once the phase is done.
 
 // vacateLocked moves the response's header fields out of the real map, for
 // a 1xx that must carry other fields: into held if this writer has a map,
@@ -44,24 +26,24 @@ const (
 // waiting on reverse_proxy or webdav has not asked for its header map yet,
 // and then needs no map of its own while it waits.
 func (w *interimWriter) vacateLocked() {
-	if w.where != fieldsInReal {
+	s := w.state.load()
+	if s.fields() != fieldsInReal {
 		return
 	}
-	if w.held == nil && w.stash.take(w.realHeader) {
-		w.where = fieldsStashed
+	if w.stash.take(w.realHeader) {
+		w.state.storeLocked(s.withFields(fieldsStashed))
 		return
 	}
-	if w.held == nil {
-		w.held = make(http.Header, len(w.realHeader))
-	}
+	w.held = make(http.Header, len(w.realHeader))
 	moveHeader(w.held, w.realHeader)
-	w.where = fieldsHeld
+	w.state.storeLocked(s.withFields(fieldsHeld))
 }
 
 // handOutLocked returns the map for the next handler before the final
 // status, moving its fields there.
 func (w *interimWriter) handOutLocked() http.Header {
-	switch w.where {
+	s := w.state.load()
+	switch s.fields() {
 	case fieldsInReal:
 		w.held = make(http.Header, len(w.realHeader)+4)
 		moveHeader(w.held, w.realHeader)
@@ -69,19 +51,20 @@ func (w *interimWriter) handOutLocked() http.Header {
 		w.held = make(http.Header, len(w.stash.values)+4)
 		w.stash.moveTo(w.held)
 	}
-	w.where = fieldsHeld
+	w.state.storeLocked(s.withFields(fieldsHeld))
 	return w.held
 }
 
 // restoreLocked moves the response's header fields back into the real map.
 func (w *interimWriter) restoreLocked() {
-	switch w.where {
+	s := w.state.load()
+	switch s.fields() {
 	case fieldsStashed:
 		w.stash.moveTo(w.realHeader)
 	case fieldsHeld:
 		moveHeader(w.realHeader, w.held)
 	}
-	w.where = fieldsRestored
+	w.state.storeLocked(s.withFields(fieldsInReal))
 }
 
 // writeInterimLocked writes a 1xx carrying what realHeader holds, and
@@ -95,7 +78,7 @@ func (w *interimWriter) restoreLocked() {
 // clone without that field, so realHeader is ours again however
 // WriteHeader returned. HTTP/1.1 and HTTP/3 write 1xx synchronously.
 func (w *interimWriter) writeInterimLocked(to http.ResponseWriter, code int) {
-	if w.http2 {
+	if w.req.ProtoMajor == 2 {
 		te, hadTE := w.realHeader["Transfer-Encoding"]
 		w.realHeader["Transfer-Encoding"] = forceHeaderClone
 		to.WriteHeader(code)
@@ -107,8 +90,9 @@ func (w *interimWriter) writeInterimLocked(to http.ResponseWriter, code int) {
 	} else {
 		to.WriteHeader(code)
 	}
-	w.interim = true
-	if w.where == fieldsStashed || w.where == fieldsHeld {
+	s := w.state.load()
+	w.state.storeLocked(s | interimSent)
+	if s.fields() != fieldsInReal {
 		clear(w.realHeader)
 	}
 }
@@ -123,7 +107,8 @@ var forceHeaderClone = []string{"chunked"}
 // and Alt-Svc with HTTP/3, each with one value. A field is kept at the
 // index of its name, as a pointer to its value's backing array: 8 bytes
 // instead of the 40 of a name and a slice, in a struct every waiting
-// request carries (issue 9 bounds that at 256 bytes). Any other field
+// request carries (the module's heap per waiting request is bounded at
+// 256 bytes, BenchmarkInFlightMemory). Any other field
 // makes the request take a map of its own instead.
 type fieldStash struct {
 	values [len(stashable)]*[1]string // nil where unused

@@ -50,8 +50,10 @@ type Handler struct {
 	// Default: 20s, the guidance of RFC 2518 §10.1.
 	Interval caddy.Duration `json:"interval,omitempty"`
 
-	// How long a request must have run before its first 102, a duration
-	// like `interval`. Must be positive. Default: the interval. A request
+	// How long a request must have run, since Caddy received it, before
+	// its first 102, a duration like `interval`; a request with a body
+	// gets its first 102 no sooner than the end of its body, as the next
+	// handler reads it. Must be positive. Default: the interval. A request
 	// carrying `Prefer: processing` gets its first 102 at once instead.
 	Delay caddy.Duration `json:"delay,omitempty"`
 
@@ -70,8 +72,8 @@ type Handler struct {
 	// Default: none, a bare `102 Processing`. Caddy placeholders are
 	// resolved once when the request starts; the module's own
 	// `{http.processing.count}` (1 for the first 102) and
-	// `{http.processing.elapsed}` (time since the request reached this
-	// handler, such as `20.001s`) are filled in for each 102.
+	// `{http.processing.elapsed}` (time since Caddy received the request,
+	// such as `20.001s`) are filled in for each 102.
 	// Content-Length, Transfer-Encoding, Connection, Trailer and Upgrade
 	// are refused.
 	Header http.Header `json:"header,omitempty"`
@@ -124,17 +126,11 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	// The 102s of HTTP/2 and HTTP/3 requests are due on a process-wide
 	// grid, so that those that fall due close together go out in the same
-	// tick and the process wakes once for them. They do not share a
-	// write: x/net writes every HEADERS frame on a goroutine of its own
-	// and flushes it before it takes the next. Measured with
-	// internal/loadtest (-mode scale -protos h2, 3,000 streams, 100 per
-	// connection, docs/performance.md), this grid cut the CPU of an h2c
-	// 102 from 77 µs (with a 1 ms grid) to 49-55 µs, at 1.1 write calls
-	// per 102 either way. The grid moves a 102 later, never earlier, by
-	// less than one grid step: an eighth of the interval, at least the
-	// wheel's tick and at most maxGrid. HTTP/1.1 requests keep to the
-	// wheel's tick (interimWriter.grid): a coarser grid there only makes
-	// each 102 later.
+	// tick and the process wakes once for them. The grid moves a 102
+	// later, never earlier, by less than one grid step: an eighth of the
+	// interval, at least the wheel's tick and at most maxGrid. HTTP/1.1
+	// requests keep to the wheel's tick (interimWriter.grid): a coarser
+	// grid there only makes each 102 later.
 	h.grid = min(max(h.interval/8, wheelTick), maxGrid)
 	w, err := acquireWheel()
 	if err != nil {

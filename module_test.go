@@ -332,13 +332,16 @@ func TestJSONConfig(t *testing.T) {
 }
 
 func TestDirectiveOrderWithoutOrderLine(t *testing.T) {
-	// processing, written last, must come out before header, encode and
-	// the handlers that do the work.
+	// processing, written last, must come out after header and
+	// basic_auth, before encode and the handlers that do the work.
 	cfg := harness.Adapt(t, `
 :8080 {
 	reverse_proxy 127.0.0.1:9
 	encode gzip
 	header X-A b
+	basic_auth {
+		alice $2a$04$abcdefghijklmnopqrstuu5MFZd1vXp7z8Wdq2QDc1QW1bn1Am7vy
+	}
 	processing 5s
 }
 `)
@@ -364,7 +367,7 @@ func TestDirectiveOrderWithoutOrderLine(t *testing.T) {
 			order = append(order, h.Handler)
 		}
 	}
-	if got := strings.Join(order, ","); got != "processing,headers,encode,reverse_proxy" {
+	if got := strings.Join(order, ","); got != "headers,authentication,processing,encode,reverse_proxy" {
 		t.Fatalf("handler order %s", got)
 	}
 }

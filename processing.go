@@ -9,7 +9,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-	"unsafe"
 
 	"github.com/c055b0d7/caddy-processing/internal/prefer"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -79,9 +78,22 @@ func (h *Handler) prepare(w http.ResponseWriter, r *http.Request, next caddyhttp
 	// after RoundTrip returned; a handler's goroutine may keep the writer).
 	// Once stop has run, every such late call finds the writer done.
 	iw = &interimWriter{h: h, rw: w, realHeader: w.Header(), req: r}
+	iw.entry.writer = iw
 	setCountVar(vars, &iw.count)
-	iw.begin(r, asked)
+	iw.begin(r, asked, startOf(vars))
 	return iw, false, nil
+}
+
+// startOf is when Caddy's server received the request, on monoClock: the
+// variable start_time, which Caddy sets from time.Now before any route
+// runs (caddyhttp.PrepareRequest, replacer.go). Its monotonic reading makes
+// that a subtraction and no clock read. Without it (the module run outside
+// Caddy's server), it is now.
+func startOf(vars map[string]any) time.Duration {
+	if t, ok := vars["start_time"].(time.Time); ok {
+		return t.Sub(monoBase)
+	}
+	return monoClock{}.now()
 }
 
 // end runs, deferred, when next returns or panics. It calls recover itself,
@@ -92,9 +104,9 @@ func (h *Handler) prepare(w http.ResponseWriter, r *http.Request, next caddyhttp
 // http.ErrAbortHandler asks net/http to abort the response.
 func (w *interimWriter) end(r *http.Request, err *error, returned *bool) {
 	ended := w.stop()
-	if !*returned && w.interim && ended < stateCommitted {
+	if !*returned && ended&interimSent != 0 && ended.phase() <= phaseWaiting {
 		if rec := recover(); rec == http.ErrAbortHandler {
-			w.finish(r, *err, true)
+			w.finish(r, ended, *err, true)
 			panic(rec)
 		} else if rec != nil { // nil: runtime.Goexit, not a panic
 			w.h.logger.Error("panic in a handler after 102 Processing",
@@ -103,7 +115,7 @@ func (w *interimWriter) end(r *http.Request, err *error, returned *bool) {
 			*returned = true
 		}
 	}
-	w.finish(r, *err, !*returned)
+	w.finish(r, ended, *err, !*returned)
 }
 
 // setCountVar puts the count in the variable table, if the request has one.
@@ -113,145 +125,189 @@ func setCountVar(vars map[string]any, c *interimCount) {
 	}
 }
 
-// requestState is where one request's response stands. Transitions, each
-// made under the writer's mu (events in columns; "-" cannot happen):
+// requestState is where one request stands, in one word: its phase, where
+// the next handler's header fields are, and what has been written. Every
+// change is made under the writer's stateMu; the ResponseWriter methods and
+// the body wrapper read it without the lock (an atomic load).
 //
-//	from \ event      102 falls due          first body read         final status  Hijack    ServeHTTP returns
-//	awaitingBody      dueAwaitingBody        waiting                 committed     hijacked  done
-//	dueAwaitingBody   -                      waiting, 102 next tick  committed     hijacked  done
-//	waiting           waiting: 102, next one -                       committed     hijacked  done
-//	committed         dropped                -                       -             -         done
-//	hijacked          dropped                -                       -             -         done
-//	done              dropped                passes through          ignored       refused   -
+// The phases and what moves a request between them (events in columns,
+// each made under stateMu by the function named; "-" cannot happen):
 //
-// A 1xx of the next handler's own (forwardInterim) is written in the first
-// three states and restarts the 102 schedule.
-type requestState uint8
+//	phase \ event  102 falls due   body in            final status  Hijack    ServeHTTP returns
+//	               (due)           (bodyIn)           (claimCommit) (Hijack)  (stop)
+//	receiving      +due            waiting; +due: 102 committed     hijacked  done
+//	                               now, next one
+//	waiting        102, next one   -                  committed     hijacked  done
+//	committed      dropped         -                  superfluous   hijacked  done
+//	hijacked       dropped         -                  -             -         done
+//	done           dropped         -                  ignored       refused   -
+//
+// Once the phase is past receiving, the body wrapper only passes reads
+// through, also for a transport that reads the body after ServeHTTP
+// returned.
+//
+// Within receiving and waiting:
+//   - The first read of the body of an HTTP/1.1 request that expects
+//     100-continue writes the 100 and clears expectsContinue
+//     (writeContinue, bodygate.go).
+//   - A 1xx of the next handler's own (forwardInterim) is written, and in
+//     waiting restarts the 102 schedule.
+//   - Any 1xx moves the next handler's fields out of the real map:
+//     fieldsInReal to fieldsStashed or fieldsHeld (vacateLocked); its first
+//     Header call moves them to fieldsHeld (handOutLocked). The final status
+//     moves them back to fieldsInReal (restoreLocked), as stop does for a
+//     request that ends without one.
+//   - Each 1xx sets interimSent.
+type requestState uint32
 
+// The phase, the state's low bits.
 const (
-	// stateWaiting: 102s are scheduled; the final status is not written.
-	stateWaiting requestState = iota
-	// stateAwaitingBody: like waiting, but a 102 waits for the first read
-	// of the request body (RFC 2518 §10.1: a 102 says the server has the
-	// whole request; see gatedBody).
-	stateAwaitingBody
-	// stateDueAwaitingBody: a 102 fell due while awaiting the body; it goes
-	// out on the tick after the first read.
-	stateDueAwaitingBody
-	// stateCommitted: the final status (200 or more, or 101) is written;
+	// phaseReceiving: the request body is still arriving. RFC 2518 §10.1:
+	// a 102 says the server has the complete request, so 102s wait for the
+	// end of the body (bodygate.go); one that falls due meanwhile sets due.
+	phaseReceiving requestState = iota
+	// phaseWaiting: the request is in; 102s go out on schedule until the
+	// final status.
+	phaseWaiting
+	// phaseCommitted: the final status (200 or more, or 101) is written;
 	// nothing more goes out from the scheduler.
-	stateCommitted
-	// stateHijacked: the connection was taken.
-	stateHijacked
-	// stateDone: ServeHTTP is returning; nothing but the request's own
-	// goroutine touches the response again (HTTP/2 panics on a late
-	// WriteHeader, and net/http's HTTP/1.1 writer may serve another
-	// request). A writer never leaves done: it is not reused.
-	stateDone
+	phaseCommitted
+	// phaseHijacked: the connection was taken; the header maps are not
+	// touched again.
+	phaseHijacked
+	// phaseDone: ServeHTTP is returning; nothing but the request's own
+	// goroutine touches the response again (x/net's HTTP/2 server panics
+	// on a late WriteHeader, and net/http's HTTP/1.1 writer may serve
+	// another request by then). A writer never leaves done: it is not
+	// reused.
+	phaseDone
+
+	phaseMask requestState = 7
 )
+
+// Where the next handler's header fields are before the final status
+// (fields.go).
+const (
+	// fieldsInReal: in the real map, where Caddy's server put Server and
+	// Alt-Svc; no 1xx has gone out and the next handler has not asked for
+	// a map.
+	fieldsInReal requestState = 0 << 3
+	// fieldsStashed: a 1xx moved them (Server and Alt-Svc at most) into
+	// the writer's inline stash; the next handler has not asked for a map.
+	fieldsStashed requestState = 1 << 3
+	// fieldsHeld: in held, the map the next handler has, or gets from its
+	// next Header call without the lock.
+	fieldsHeld requestState = 2 << 3
+
+	fieldsMask requestState = 3 << 3
+)
+
+// Flags.
+const (
+	// due: a 102 fell due while receiving, or the client asked for one at
+	// once; it goes out as soon as the body is in.
+	due requestState = 1 << 5
+	// expectsContinue: an HTTP/1.1 client waits for 100 Continue before it
+	// sends the body, which the module writes on the first read
+	// (bodygate.go).
+	expectsContinue requestState = 1 << 6
+	// interimSent: some 1xx (the module's or the next handler's) was
+	// written, so the request's end makes an implicit 200 explicit
+	// (finish).
+	interimSent requestState = 1 << 7
+)
+
+func (s requestState) phase() requestState  { return s & phaseMask }
+func (s requestState) fields() requestState { return s & fieldsMask }
+
+// withPhase and withFields replace one part of the state.
+func (s requestState) withPhase(p requestState) requestState  { return s&^phaseMask | p }
+func (s requestState) withFields(f requestState) requestState { return s&^fieldsMask | f }
+
+// stateWord holds a requestState for reads from any goroutine.
+type stateWord struct{ v atomic.Uint32 }
+
+func (a *stateWord) load() requestState { return requestState(a.v.Load()) }
+
+// storeLocked sets the state: under stateMu, or on the request's goroutine
+// before the writer is shared or once the phase is done.
+func (a *stateWord) storeLocked(s requestState) { a.v.Store(uint32(s)) }
 
 // interimWriter is one request's state and the ResponseWriter the next
 // handler sees (writer.go). It keeps the next handler's header fields out
-// of the real map while 102s may go out (fields.go), holds 102s back until
-// the request body is being read when the client waits to send it
-// (bodygate.go), and takes its turns on the process's wheel
-// (scheduler.go).
+// of the real map while 1xx may go out (fields.go), holds 102s back until
+// the request body is in (bodygate.go), and takes its turns on the
+// process's wheel (scheduler.go).
 type interimWriter struct {
-	// Every waiting request carries one (issue 9 bounds the module's heap
-	// per waiting request at 256 bytes): the fields are ordered so that
-	// the small ones share words, which keeps it in the 144-byte size
-	// class (TestWriterSize).
+	// Every waiting request carries one, most of the heap the module adds
+	// to a waiting request (BenchmarkInFlightMemory reports it).
 
-	// Set by ServeHTTP and begin on the request's goroutine before the
-	// first schedule, read-only after.
+	// Set by prepare and begin on the request's goroutine before the
+	// writer is shared, read-only after.
 	h          *Handler
 	rw         http.ResponseWriter
 	realHeader http.Header
-	// req is the request as this module received it, for its context
-	// (the server's name and the original request, in metrics and logs).
+	// req is the request as this module received it, for its protocol
+	// and its context (the server's name and the original request, in
+	// metrics and logs).
 	req   *http.Request
 	start time.Duration // on monoClock
 	// fields are the handler's, or this request's when they hold Caddy
 	// placeholders (resolved once, on the request's goroutine).
 	fields *[]headerField
-	// entry is the request's place on the wheel; the wheel finds the
-	// writer from it (writerOf). Its gen, the generation of the scheduled
-	// fire, is written under mu too, so due compares under mu.
+	// entry is the request's place on the wheel; it points back to the
+	// writer, whose due the wheel calls. Its gen, the generation of the
+	// scheduled fire, is written under stateMu too, so due compares under
+	// stateMu.
 	entry wheelEntry
 
-	// mu serialises everything written to rw before the final status:
-	// 102s, 1xx from the next handler's goroutines, the module's 100
-	// Continue and the commit of the final status. It is held across
-	// those writes. Lock order: mu, then the wheel's mu.
-	mu sync.Mutex
-	// Guarded by mu:
-	//
+	// stateMu guards every change of state and the fields below, and
+	// serialises everything written to rw before the final status: 102s,
+	// 1xx from the next handler's goroutines, the module's 100 Continue
+	// and the commit of the final status. It is held across those writes.
+	// Lock order: stateMu, then the wheel's mu.
+	stateMu sync.Mutex
+	state   stateWord
+	// count is how many 102s this module sent, the value of the request
+	// variable InterimCountVar. Written under stateMu, read from anywhere.
+	count interimCount
 	// nextDue is when the scheduled 102 is due, on the handler's grid
 	// before rounding: 102s keep to delay + k × interval from the start,
 	// or from the next handler's last 1xx.
 	nextDue time.Duration
-	stash   fieldStash
+	// stash holds the fields while they are fieldsStashed.
+	stash fieldStash
 	// held is the header map the next handler sees before the final
-	// status, once it asked for one or a 102 moved its fields there. The
-	// module touches it only under mu and only before it was handed out
-	// or at the final status; the next handler owns it otherwise.
-	held    http.Header
-	state   requestState // the request's state; stateCopy follows it
-	where   fieldsWhere  // where the next handler's header fields are (fields.go)
-	interim bool         // some 1xx (the module's or the next handler's) was written
-
-	// Set by begin with the fields above it, read-only after.
-	http2       bool
-	multiplexed bool // HTTP/2 or HTTP/3: streams share the connection
-
-	// count is how many 102s this module sent, the value of the request
-	// variable InterimCountVar. Written under mu, read from anywhere.
-	count interimCount
-	// stateCopy is state, and handedOut once held was given to the next
-	// handler, for reads without mu (the ResponseWriter methods' checks).
-	// Written only under mu, together with state or held.
-	stateCopy atomic.Uint32
+	// status, once fields are fieldsHeld. From then on the module writes
+	// it only at the final status (under stateMu) or once the phase is
+	// done; the next handler owns it otherwise.
+	held http.Header
 }
 
-// handedOut is the bit of stateCopy above its requestState.
-const handedOut = 1 << 8
-
-// begin arms the first 102. No other goroutine can see the writer yet.
-func (w *interimWriter) begin(r *http.Request, asked bool) {
+// begin arms the first 102. No other goroutine can see the writer yet, so
+// it takes no lock: the wheel's, taken to schedule the first fire, orders
+// everything here before that fire.
+func (w *interimWriter) begin(r *http.Request, asked bool, start time.Duration) {
 	h := w.h
-	w.start = monoClock{}.now()
-	w.http2 = r.ProtoMajor == 2
-	w.multiplexed = r.ProtoMajor >= 2
+	w.start = start
 	w.fields = &h.fields
 	if h.resolveFields {
 		resolved := resolveFields(h.fields, r)
 		w.fields = &resolved
 	}
-	w.gateBody(r)
-
-	// The lock orders everything above before the first fire.
-	w.mu.Lock()
-	defer w.mu.Unlock()
+	initial := w.gateBody(r)
+	w.state.storeLocked(initial)
 	switch {
 	case !asked:
 		w.scheduleLocked(w.start + h.delay)
-	case w.state == stateAwaitingBody:
+	case initial.phase() == phaseReceiving:
 		// draft-wright-http-progress: a client that asks for progress
-		// gets its first 102 at once, here once the body is read.
-		w.setStateLocked(stateDueAwaitingBody)
+		// gets its first 102 at once, here once the body is in.
+		w.state.storeLocked(initial | due)
 	default:
-		w.sendInterimLocked(w.start, false)
+		w.sendInterimLocked(monoClock{}.now(), false)
 		w.scheduleLocked(w.start + h.interval)
 	}
-}
-
-func (w *interimWriter) setStateLocked(s requestState) {
-	w.state = s
-	w.stateCopy.Store(w.stateCopy.Load()&handedOut | uint32(s))
-}
-
-func (w *interimWriter) loadState() requestState {
-	return requestState(w.stateCopy.Load())
 }
 
 // scheduleLocked puts the next 102, due at the grid time at, on the wheel,
@@ -271,38 +327,24 @@ func (w *interimWriter) scheduleLocked(at time.Duration) {
 // grid would only bunch the 102s of many connections into fewer ticks and
 // make each later.
 func (w *interimWriter) grid() time.Duration {
-	if w.multiplexed {
+	if w.req.ProtoMajor >= 2 {
 		return w.h.grid
 	}
 	return wheelTick
 }
 
-// writerOf returns the writer whose entry e is. The production wheel fires
-// no other entries than the entry fields of interimWriters (scheduleLocked
-// schedules nothing else), so stepping back from e by the field's offset
-// gives the writer, as the Linux kernel's container_of does. It saves a
-// back pointer of 8 bytes in a struct every waiting request carries, which
-// with the generation no longer kept twice takes the writer from Go's
-// 160-byte size class to the 144-byte one (TestWriterSize). The result
-// points into the same allocation as e, its start, as unsafe.Pointer's
-// rule for arithmetic requires; under -race, checkptr checks every such
-// conversion that the writer's whole size lies within one allocation.
-func writerOf(e *wheelEntry) *interimWriter {
-	return (*interimWriter)(unsafe.Add(unsafe.Pointer(e), -int(unsafe.Offsetof(interimWriter{}.entry))))
-}
-
 // due runs on a goroutine the wheel started for this request's fire.
 func (w *interimWriter) due(gen uint32) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
+	w.stateMu.Lock()
+	defer w.stateMu.Unlock()
 	if gen != w.entry.gen {
 		return // rescheduled since
 	}
-	switch w.state {
-	case stateAwaitingBody:
-		w.setStateLocked(stateDueAwaitingBody)
+	switch s := w.state.load(); s.phase() {
+	case phaseReceiving:
+		w.state.storeLocked(s | due)
 		return
-	case stateWaiting:
+	case phaseWaiting:
 	default:
 		return
 	}
@@ -369,13 +411,13 @@ func (w *interimWriter) sendInterimLocked(now time.Duration, scheduled bool) {
 // stop runs when next returns or panics. After it, no fire is scheduled or
 // running, and only the request's goroutine touches the writer; a late call
 // from another goroutine finds it done (writer.go, bodygate.go). It returns
-// the state the request ended in.
+// the state the request was in.
 func (w *interimWriter) stop() requestState {
-	w.mu.Lock()
-	ended := w.state
-	w.setStateLocked(stateDone)
-	w.mu.Unlock()
-	// Outside mu: a fire already dispatched takes it, finds done, and
+	w.stateMu.Lock()
+	ended := w.state.load()
+	w.state.storeLocked(ended.withPhase(phaseDone))
+	w.stateMu.Unlock()
+	// Outside stateMu: a fire already dispatched takes it, finds done, and
 	// returns; wait for it, so that no goroutine outlives the request.
 	if fired := w.h.wheel.cancel(&w.entry); fired != nil {
 		<-fired
@@ -398,20 +440,21 @@ func (w *interimWriter) stop() requestState {
 //     and any other late call is turned away by done.
 //   - held: the next handler's map. It has returned; a goroutine of its
 //     that still writes the map breaks http.Handler's contract.
-func (w *interimWriter) finish(r *http.Request, err error, panicking bool) {
-	if w.where == fieldsRestored {
+func (w *interimWriter) finish(r *http.Request, ended requestState, err error, panicking bool) {
+	switch ended.phase() {
+	case phaseCommitted:
 		if len(w.held) > 0 {
 			// Fields added after the final status to a map the next
 			// handler kept from before it: trailers, which Go reads from
 			// the real map when the handler returns.
 			moveHeader(w.realHeader, w.held)
 		}
-	} else if w.where != fieldsHijacked {
+	case phaseReceiving, phaseWaiting:
 		// An error or a panic before any final status: Caddy's error
 		// handling writes the response and should see what the next
 		// handler had set.
 		w.restoreLocked()
-		if err == nil && !panicking && w.interim {
+		if err == nil && !panicking && ended&interimSent != 0 {
 			// The next handler wrote nothing after a 1xx of its own:
 			// make Go's implicit 200 explicit, or Caddy's access log
 			// records that 1xx as the status.

@@ -14,8 +14,8 @@ import (
 // whose fields realHeader holds. The value joins the request's 102 fields:
 // w.fields becomes a copy of them with it, so the writer needs no field of
 // its own (its size is bounded, TestWriterSize) and sendInterimLocked
-// writes it as any configured field. Called under mu, which guards
-// w.fields from the first schedule on.
+// writes it as any configured field. Called under stateMu, which
+// guards w.fields from the first schedule on.
 func (w *interimWriter) noteProgressLocked() {
 	v, ok := progress.Of(w.realHeader[progress.FieldName])
 	if !ok {

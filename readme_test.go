@@ -51,7 +51,7 @@ func TestDefaultIntervalAndDelay(t *testing.T) {
 }
 
 // TestElapsedPlaceholderIsTimeSinceStart: {http.processing.elapsed} is the
-// time since the request reached the handler, in milliseconds, written as
+// time since Caddy received the request, in milliseconds, written as
 // Go writes a duration ("200ms", "20.001s").
 func TestElapsedPlaceholderIsTimeSinceStart(t *testing.T) {
 	harness.SetBehaviour(t, "slow", harness.SleepThen(time.Second, "done"))

@@ -1,6 +1,7 @@
 package processing
 
 import (
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -20,6 +21,16 @@ import (
 // and fires when the wheel processes that tick, which it never does before
 // the tick's time: a 102 is never early, and late by at most one tick plus
 // the wake-up latency of the process.
+//
+// The wheel's one timer wakes it only for a tick that holds an entry, as
+// Kafka's SystemTimer sleeps on a DelayQueue of its buckets
+// (https://github.com/apache/kafka/blob/trunk/server-common/src/main/java/org/apache/kafka/server/util/timer/SystemTimer.java),
+// rather than at every tick as Netty's HashedWheelTimer does
+// (https://github.com/netty/netty/blob/4.1/common/src/main/java/io/netty/util/HashedWheelTimer.java):
+// requests whose next 102 is far away cost no wake-ups meanwhile. Each slot
+// keeps the earliest tick of its entries (slotDue); a wake-up processes the
+// ticks passed and sets the timer for the earliest slotDue, and a schedule
+// sets it earlier when its entry is due before the tick the timer is set for.
 
 const (
 	// wheelTick is the wheel's resolution. 1 ms keeps the shortest
@@ -27,9 +38,14 @@ const (
 	// coalesces 102s is the handler's (see Handler.grid).
 	wheelTick = time.Millisecond
 	// wheelSlots is a power of two; the wheel spans wheelSlots ticks per
-	// turn. An entry due further away waits in its slot for later turns,
-	// looked at once a turn (512 ms) until it is due.
+	// turn. An entry due further away waits in its slot for later turns;
+	// its slot is walked only when a tick of the slot is due, so at its
+	// own tick or an earlier entry's of the same slot.
 	wheelSlots = 512
+
+	// noTick stands for no tick: the slotDue of an empty slot, the wake
+	// of a wheel whose timer is not set.
+	noTick = math.MaxInt64
 )
 
 // clock is the scheduler's view of time, injectable for its tests.
@@ -60,6 +76,11 @@ func (monoClock) afterFunc(d time.Duration, f func()) clockTimer { return time.A
 // wheelEntry is one scheduled fire; a request embeds one and reuses it for
 // each of its 102s.
 type wheelEntry struct {
+	// writer is the request the entry belongs to, whose due is the fire.
+	// Set when the writer is made, read-only after; nil in the wheel's
+	// tests, which replace the fire.
+	writer *interimWriter
+
 	// Guarded by the wheel's mu.
 	prev, next *wheelEntry
 	tick       int64 // the tick it is due at
@@ -90,18 +111,27 @@ const (
 
 // wheel is the scheduler.
 type wheel struct {
-	// clock is read only under mu (advance, startLocked), so that a test
+	// clock is read only under mu (advance, armLocked), so that a test
 	// may stop it under mu on the live wheel
 	// (TestStalledHTTP2ClientHoldsBackNoOtherRequest).
 	clock clock
 
-	// mu guards everything below. Lock order: a writer's mu, then this.
-	mu      sync.Mutex
-	slots   [wheelSlots]wheelEntry // sentinels of circular lists
-	cursor  int64                  // the last tick processed
-	n       int                    // entries listed
-	timer   clockTimer             // made at the first start
-	running bool                   // a tick is armed; cleared by a tick that finds no entry
+	// mu guards everything below. Lock order: a writer's stateMu, then
+	// this.
+	mu     sync.Mutex
+	slots  [wheelSlots]wheelEntry // sentinels of circular lists
+	cursor int64                  // the last tick processed
+	n      int                    // entries listed
+	// slotDue is, for each slot, a tick no later than the earliest tick
+	// of its entries, or noTick when it is empty. Processing a slot sets
+	// it exactly; a cancel leaves it as it was, so that the slot may wake
+	// the wheel once for nothing.
+	slotDue [wheelSlots]int64
+	// wake is the tick the timer is set for, or noTick when it is not:
+	// the earliest slotDue, or the next tick while a batch of fires is
+	// watched (see watchLocked).
+	wake  int64
+	timer clockTimer // made at the first arm
 	// waiters holds, for an entry with fires running, a channel that is
 	// closed when the last of them has returned (see cancel). It is rarely
 	// needed (a request ending while its 102 is being written), so the
@@ -132,25 +162,25 @@ type fireBatch struct {
 }
 
 func newWheel(c clock) *wheel {
-	w := &wheel{clock: c}
+	w := &wheel{clock: c, wake: noTick}
 	for i := range w.slots {
 		w.slots[i].prev, w.slots[i].next = &w.slots[i], &w.slots[i]
+		w.slotDue[i] = noTick
 	}
 	w.dispatch = w.fireAll
-	w.fire = func(e *wheelEntry, gen uint32) { writerOf(e).due(gen) }
+	w.fire = func(e *wheelEntry, gen uint32) { e.writer.due(gen) }
 	return w
 }
 
 // schedule puts e on the wheel to fire at time at (on the wheel's clock),
 // replacing any earlier schedule of e, and returns the generation its fire
-// will carry. A time already passed fires at the next tick.
+// will carry. A time already passed fires within a tick.
 func (w *wheel) schedule(e *wheelEntry, at time.Duration) uint32 {
 	tick := int64((at + wheelTick - 1) / wheelTick)
 	w.mu.Lock()
 	if e.prev != nil {
 		w.unlinkLocked(e)
 	}
-	w.startLocked()
 	if tick <= w.cursor {
 		tick = w.cursor + 1
 	}
@@ -160,24 +190,27 @@ func (w *wheel) schedule(e *wheelEntry, at time.Duration) uint32 {
 	e.tick = tick
 	e.where = entryListed
 	w.linkLocked(e)
+	w.armLocked(tick)
 	gen := e.gen
 	w.mu.Unlock()
 	return gen
 }
 
-// startLocked makes an idle wheel tick again. The wheel was idle and its
-// cursor stale: it catches up to now. This is the only clock read of an
-// insert, and it happens only when nothing else waits.
-func (w *wheel) startLocked() {
-	if w.running {
+// armLocked sets the timer to wake the wheel at tick's time, unless it is
+// set for that tick or an earlier one. So an insert reads the clock and
+// resets the timer only when it is due before everything else listed.
+func (w *wheel) armLocked(tick int64) {
+	if tick >= w.wake {
 		return
 	}
-	w.cursor = int64(w.clock.now() / wheelTick)
-	w.running = true
+	w.wake = tick
+	// Go's timers never fire early (time.AfterFunc waits at least d), and
+	// a d already passed fires at once.
+	d := max(time.Duration(tick)*wheelTick-w.clock.now(), 0)
 	if w.timer == nil {
-		w.timer = w.clock.afterFunc(wheelTick, w.advance)
+		w.timer = w.clock.afterFunc(d, w.advance)
 	} else {
-		w.timer.Reset(wheelTick)
+		w.timer.Reset(d)
 	}
 }
 
@@ -239,61 +272,89 @@ func (w *wheel) fired(e *wheelEntry) {
 }
 
 func (w *wheel) linkLocked(e *wheelEntry) {
-	s := &w.slots[e.tick&(wheelSlots-1)]
+	i := e.tick & (wheelSlots - 1)
+	s := &w.slots[i]
 	e.prev, e.next = s.prev, s
 	s.prev.next = e
 	s.prev = e
+	w.slotDue[i] = min(w.slotDue[i], e.tick)
 	w.n++
 }
 
 func (w *wheel) unlinkLocked(e *wheelEntry) {
 	e.prev.next = e.next
 	e.next.prev = e.prev
+	if i := e.tick & (wheelSlots - 1); w.slots[i].next == &w.slots[i] {
+		w.slotDue[i] = noTick
+	}
 	e.prev, e.next = nil, nil
 	w.n--
 }
 
-// advance runs on the timer's goroutine, once a tick while anything is
-// listed. It processes every tick up to now (several, if the process was
-// busy), dispatches what is due, and re-arms for the next tick boundary.
+// advance runs on the timer's goroutine, when the tick the timer was set
+// for has come. It processes every tick up to now (several, if the process
+// was busy or the wheel slept), dispatches what is due, and sets the timer
+// for the next tick that holds an entry, or the next tick at all while a
+// batch of fires is watched. With nothing listed and nothing watched the
+// timer stays unset until the next schedule, or until fireAll adds this
+// tick's batch.
 func (w *wheel) advance() {
 	var due []*wheelEntry
 	var gens []uint32
 	w.mu.Lock()
-	now := w.clock.now()
-	target := int64(now / wheelTick)
-	// After a stall longer than a turn, one pass over every slot finds
-	// everything due.
-	if target-w.cursor > wheelSlots {
-		w.cursor = target - wheelSlots
+	w.wake = noTick // the timer has fired
+	target := int64(w.clock.now() / wheelTick)
+	if target > w.cursor {
+		// After a sleep longer than a turn, one pass over every slot
+		// finds everything due.
+		w.cursor = max(w.cursor, target-wheelSlots)
+		for w.cursor < target {
+			w.cursor++
+			w.takeDueLocked(&due, &gens)
+		}
+		w.watchLocked()
 	}
-	for w.cursor < target {
-		w.cursor++
-		s := &w.slots[w.cursor&(wheelSlots-1)]
-		for e := s.next; e != s; {
-			next := e.next
-			if e.tick <= w.cursor {
-				w.unlinkLocked(e)
-				e.where = entryQueued
-				due = append(due, e)
-				gens = append(gens, e.gen)
-			}
-			e = next
+	next := int64(noTick)
+	if len(w.batches) > 0 {
+		next = w.cursor + 1
+	}
+	if w.n > 0 {
+		// Every slotDue is past the cursor here: the pass above walked
+		// each slot whose slotDue it reached.
+		for _, t := range w.slotDue {
+			next = min(next, t)
 		}
 	}
-	w.watchLocked()
-	if w.n == 0 && len(w.batches) == 0 {
-		// Nothing waits and no batch of fires needs watching: stop
-		// ticking until the next schedule, or until fireAll adds this
-		// tick's batch.
-		w.running = false
-	} else {
-		w.timer.Reset(wheelTick - now%wheelTick)
-	}
+	w.armLocked(next)
 	w.mu.Unlock()
 	if len(due) > 0 {
 		w.dispatch(due, gens)
 	}
+}
+
+// takeDueLocked queues the entries of the cursor's slot that are due by the
+// cursor's tick, and sets the slot's slotDue to the earliest tick left in
+// it. A slot whose slotDue is later holds nothing due and is not walked.
+func (w *wheel) takeDueLocked(due *[]*wheelEntry, gens *[]uint32) {
+	i := w.cursor & (wheelSlots - 1)
+	if w.slotDue[i] > w.cursor {
+		return
+	}
+	earliest := int64(noTick)
+	s := &w.slots[i]
+	for e := s.next; e != s; {
+		next := e.next
+		if e.tick <= w.cursor {
+			w.unlinkLocked(e)
+			e.where = entryQueued
+			*due = append(*due, e)
+			*gens = append(*gens, e.gen)
+		} else {
+			earliest = min(earliest, e.tick)
+		}
+		e = next
+	}
+	w.slotDue[i] = earliest
 }
 
 // maxFireGoroutines is how many goroutines fireAll starts for the 102s due
@@ -319,10 +380,10 @@ func (w *wheel) fireAll(due []*wheelEntry, gens []uint32) {
 	n := min(len(due), maxFireGoroutines)
 	if n < len(due) {
 		// Only a batch with more fires than goroutines can be held up.
-		// The wheel ticks while it has one to watch.
+		// The wheel wakes at every tick while it has one to watch.
 		w.mu.Lock()
 		w.batches = append(w.batches, b)
-		w.startLocked()
+		w.armLocked(w.cursor + 1)
 		w.mu.Unlock()
 	}
 	for range n {
@@ -344,13 +405,15 @@ func (w *wheel) fireFrom(b *fireBatch) {
 	}
 }
 
-// watchLocked runs at every tick. A batch of which no goroutine took a
-// fire for a whole tick has every goroutine blocked in a write (or the
-// process is starved of CPU): it gets maxFireGoroutines more. So a client
-// that stops reading, with any number of streams, holds back another
-// request's 102 by about a tick for every maxFireGoroutines of its
-// streams due in the same tick, and the goroutines started never
-// outnumber the blocked writes by more than maxFireGoroutines per batch.
+// watchLocked runs at every tick the wheel processes, which is every tick
+// while a batch is watched (advance sets the timer for the next one). A
+// batch of which no goroutine took a fire for a whole tick has every
+// goroutine blocked in a write (or the process is starved of CPU): it gets
+// maxFireGoroutines more. So a client that stops reading, with any number
+// of streams, holds back another request's 102 by about a tick for every
+// maxFireGoroutines of its streams due in the same tick, and the
+// goroutines started never outnumber the blocked writes by more than
+// maxFireGoroutines per batch.
 // A batch whose fires are all taken is let go; its goroutines end with
 // their last fire.
 func (w *wheel) watchLocked() {

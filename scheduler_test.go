@@ -21,8 +21,10 @@ import (
 type fakeClock struct {
 	mu    sync.Mutex
 	t     time.Duration
-	armed time.Duration // the delay of the armed tick; 0 when none
+	set   bool          // a wake-up is armed
+	at    time.Duration // when the armed wake-up runs
 	f     func()
+	wakes int // how many wake-ups ran
 }
 
 func (c *fakeClock) now() time.Duration {
@@ -34,7 +36,7 @@ func (c *fakeClock) now() time.Duration {
 func (c *fakeClock) afterFunc(d time.Duration, f func()) clockTimer {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.armed, c.f = d, f
+	c.set, c.at, c.f = true, c.t+d, f
 	return fakeTimer{c}
 }
 
@@ -43,36 +45,44 @@ type fakeTimer struct{ c *fakeClock }
 func (t fakeTimer) Reset(d time.Duration) bool {
 	t.c.mu.Lock()
 	defer t.c.mu.Unlock()
-	was := t.c.armed != 0
-	t.c.armed = d
+	was := t.c.set
+	t.c.set, t.c.at = true, t.c.t+d
 	return was
 }
 
 func (t fakeTimer) Stop() bool {
 	t.c.mu.Lock()
 	defer t.c.mu.Unlock()
-	was := t.c.armed != 0
-	t.c.armed = 0
+	was := t.c.set
+	t.c.set = false
 	return was
 }
 
-// advance moves the clock by d, running the armed tick each time its delay
-// has passed, as the real timer would.
+// advance moves the clock by d, running the armed wake-up each time its
+// time has come, as the real timer would.
 func (c *fakeClock) advance(d time.Duration) {
 	end := c.now() + d
 	for {
 		c.mu.Lock()
-		if c.armed == 0 || c.t+c.armed > end {
+		if !c.set || c.at > end {
 			c.t = end
 			c.mu.Unlock()
 			return
 		}
-		c.t += c.armed
-		c.armed = 0
+		c.t = c.at
+		c.set = false
+		c.wakes++
 		f := c.f
 		c.mu.Unlock()
 		f()
 	}
+}
+
+// armedIn is how long until the armed wake-up, and whether one is armed.
+func (c *fakeClock) armedIn() (time.Duration, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.at - c.t, c.set
 }
 
 // testTarget records the fires of one entry.
@@ -127,8 +137,8 @@ func TestWheelStopsTickingWhenNothingWaits(t *testing.T) {
 	e, _ := newEntry(c)
 	w.schedule(e, c.now()+time.Millisecond)
 	c.advance(5 * time.Millisecond)
-	if c.armed != 0 || w.running {
-		t.Fatalf("the wheel still ticks with nothing on it (armed %v, running %v)", c.armed, w.running)
+	if _, set := c.armedIn(); set || w.wake != noTick {
+		t.Fatalf("the wheel still ticks with nothing on it (timer set %v, wake %d)", set, w.wake)
 	}
 	// And starts again, from the current time, at the next schedule.
 	e2, tt2 := newEntry(c)
@@ -167,6 +177,78 @@ func TestWheelRescheduleReplacesAndBumpsGeneration(t *testing.T) {
 	}
 }
 
+// The wheel sleeps until the tick of its one entry, 20 s away: its timer is
+// set for that tick, not the next one, and after the fire, with nothing
+// listed, it is not set again.
+func TestWheelSleepsUntilItsOnlyEntryIsDue(t *testing.T) {
+	w, c := newTestWheel()
+	e, tt := newEntry(c)
+	start := c.now()
+	w.schedule(e, start+20*time.Second)
+	if in, set := c.armedIn(); !set || in != 20*time.Second {
+		t.Fatalf("timer set in %v (set %v), want in 20s", in, set)
+	}
+	c.advance(20 * time.Second)
+	if len(tt.fires) != 1 || tt.fires[0]-start != 20*time.Second {
+		t.Fatalf("fires %v, want one at 20s", tt.fires)
+	}
+	if c.wakes != 1 {
+		t.Fatalf("the wheel woke %d times for one entry, want once", c.wakes)
+	}
+	if _, set := c.armedIn(); set || w.wake != noTick {
+		t.Fatalf("timer set again with nothing listed (wake %d)", w.wake)
+	}
+}
+
+// An entry due before the tick the timer is set for sets it earlier; one
+// due later leaves it. Each entry then wakes the wheel once, at its tick.
+func TestWheelEarlierEntrySetsTheTimerEarlier(t *testing.T) {
+	w, c := newTestWheel()
+	start := c.now()
+	var targets []*testTarget
+	for k, d := range []time.Duration{20 * time.Second, 5 * time.Second, 10 * time.Second} {
+		e, tt := newEntry(c)
+		w.schedule(e, start+d)
+		targets = append(targets, tt)
+		want := 5 * time.Second
+		if k == 0 {
+			want = 20 * time.Second
+		}
+		if in, set := c.armedIn(); !set || in != want {
+			t.Fatalf("after scheduling at %v: timer set in %v (set %v), want in %v", d, in, set, want)
+		}
+	}
+	c.advance(20 * time.Second)
+	for k, d := range []time.Duration{20 * time.Second, 5 * time.Second, 10 * time.Second} {
+		if got := targets[k].fires; len(got) != 1 || got[0]-start != d {
+			t.Errorf("entry due at %v fired at %v", d, got)
+		}
+	}
+	if c.wakes != 3 {
+		t.Errorf("the wheel woke %d times for three entries, want 3", c.wakes)
+	}
+}
+
+// A cancel leaves the timer set: the wheel wakes once for nothing, and
+// then sleeps until the next entry of the slot, a turn later.
+func TestWheelWakesOnceForACancelledEntry(t *testing.T) {
+	w, c := newTestWheel()
+	start := c.now()
+	gone, goneT := newEntry(c)
+	w.schedule(gone, start+5*time.Second)
+	sameSlot, sameSlotT := newEntry(c)
+	w.schedule(sameSlot, start+5*time.Second+wheelSlots*wheelTick)
+	w.cancel(gone)
+	c.advance(5 * time.Second)
+	if in, set := c.armedIn(); c.wakes != 1 || !set || in != wheelSlots*wheelTick {
+		t.Fatalf("after the cancelled entry's tick: %d wake-ups, timer set %v in %v; want 1, set in a turn", c.wakes, set, in)
+	}
+	c.advance(time.Minute)
+	if len(goneT.fires) != 0 || len(sameSlotT.fires) != 1 || c.wakes != 2 {
+		t.Fatalf("fires %v and %v, %d wake-ups; want none, one, 2", goneT.fires, sameSlotT.fires, c.wakes)
+	}
+}
+
 // Entries further away than a turn of the wheel wait for later turns.
 func TestWheelFarEntriesWaitForTheirTurn(t *testing.T) {
 	w, c := newTestWheel()
@@ -199,7 +281,7 @@ func TestWheelCatchesUpAfterAStall(t *testing.T) {
 	// The timer fires 1.5 s late, once.
 	c.mu.Lock()
 	c.t += 1500 * time.Millisecond
-	c.armed = 0
+	c.set = false
 	f := c.f
 	c.mu.Unlock()
 	f()
@@ -367,10 +449,9 @@ func TestWheelRequeuedEntryFiresOnceWithItsNewGeneration(t *testing.T) {
 // A fire schedules the next one, and the wheel queues that next one before
 // the first fire has returned (its goroutine descheduled between the 102
 // and fired): the next fire still runs, and a cancel meanwhile waits for
-// the fire still running. Before, fired marked the entry idle, the queued
-// fire was dropped, and the request never had a 102 again (found at 1 ms
-// intervals under -race with the CPU taken: TestIdleFloodCostAndMax saw
-// 1,199 of 1,200 102s).
+// the fire still running. Were the entry marked idle when the first fire
+// returned, the queued fire would be dropped and the request would never
+// have a 102 again.
 func TestWheelNextFireQueuedBeforeTheLastReturned(t *testing.T) {
 	w, c := newTestWheel()
 	e, _ := newEntry(c)
@@ -525,7 +606,7 @@ func TestBlockedFiresHoldBackNoOtherFire(t *testing.T) {
 	c.advance(wheelTick) // lets the finished batch go
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if batches > 1 || len(w.batches) != 0 || w.running {
-		t.Fatalf("batches watched: %d while blocked (want at most 1), %d after (want 0); ticking %v", batches, len(w.batches), w.running)
+	if batches > 1 || len(w.batches) != 0 || w.wake != noTick {
+		t.Fatalf("batches watched: %d while blocked (want at most 1), %d after (want 0); timer set for tick %d", batches, len(w.batches), w.wake)
 	}
 }

@@ -15,7 +15,7 @@ import (
 // the return itself breaks http.Handler's contract (a ResponseWriter may
 // not be used once ServeHTTP returned) and is a data race in the caller;
 // the 1xx that other goroutines legitimately send (reverse_proxy's
-// Got1xxResponse) go through mu.
+// Got1xxResponse) go through stateMu.
 
 // Header returns the map the next handler writes its fields into: until
 // the final status a map of its own (fields.go), then the real one. Once
@@ -23,39 +23,44 @@ import (
 // its own again: the real one is net/http's (it reads trailers from it),
 // and another response's after the connection moved on.
 func (w *interimWriter) Header() http.Header {
-	c := w.stateCopy.Load()
-	switch requestState(c) {
-	case stateCommitted, stateHijacked:
+	if h := w.headerNow(w.state.load()); h != nil {
+		return h
+	}
+	w.stateMu.Lock()
+	defer w.stateMu.Unlock()
+	// Committed meanwhile by another goroutine, or a 1xx moved the fields
+	// to held.
+	if h := w.headerNow(w.state.load()); h != nil {
+		return h
+	}
+	return w.handOutLocked()
+}
+
+// headerNow is the map Header returns in state s, or nil when the next
+// handler's fields must first move to a map of its own. held is written
+// before the state says fieldsHeld and never replaced after.
+func (w *interimWriter) headerNow(s requestState) http.Header {
+	switch s.phase() {
+	case phaseCommitted, phaseHijacked:
 		return w.realHeader
-	case stateDone:
+	case phaseDone:
 		return http.Header{}
 	}
-	if c&handedOut != 0 {
+	if s.fields() == fieldsHeld {
 		return w.held
 	}
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.state >= stateCommitted {
-		// Committed meanwhile by another goroutine.
-		if w.state == stateDone {
-			return http.Header{}
-		}
-		return w.realHeader
-	}
-	held := w.handOutLocked()
-	w.stateCopy.Store(w.stateCopy.Load() | handedOut)
-	return held
+	return nil
 }
 
 // WriteHeader passes a 1xx through and commits any other status. After the
 // handler returned it does nothing: net/http's HTTP/2 server panics on a late
 // WriteHeader, and its HTTP/1.1 writer may serve another request by then.
 func (w *interimWriter) WriteHeader(code int) {
-	switch w.loadState() {
-	case stateCommitted, stateHijacked:
+	switch w.state.load().phase() {
+	case phaseCommitted, phaseHijacked:
 		w.rw.WriteHeader(code) // Go logs the superfluous call
 		return
-	case stateDone:
+	case phaseDone:
 		return
 	}
 	if code >= 100 && code <= 199 && code != http.StatusSwitchingProtocols {
@@ -70,12 +75,13 @@ func (w *interimWriter) WriteHeader(code int) {
 // next handler has set, and restarts the 102 schedule. It may be called from
 // a goroutine other than the request's (reverse_proxy's Got1xxResponse).
 func (w *interimWriter) forwardInterim(code int) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.state >= stateCommitted {
+	w.stateMu.Lock()
+	defer w.stateMu.Unlock()
+	s := w.state.load()
+	if s.phase() > phaseWaiting {
 		return
 	}
-	switch w.where {
+	switch s.fields() {
 	case fieldsStashed:
 		w.stash.copyTo(w.realHeader)
 	case fieldsHeld:
@@ -85,7 +91,7 @@ func (w *interimWriter) forwardInterim(code int) {
 	}
 	w.noteProgressLocked() // progress.go: later 102s carry its Progress
 	w.writeInterimLocked(w.rw, code)
-	if w.state == stateWaiting {
+	if s.phase() == phaseWaiting {
 		w.scheduleLocked(monoClock{}.now() + w.h.interval)
 	}
 }
@@ -95,11 +101,10 @@ func (w *interimWriter) forwardInterim(code int) {
 // the state committed and drops itself; stop takes it off the wheel.
 //
 // The final status is written from this small frame, after claimCommit's
-// has gone (216 bytes less stack, TestStackDepthOfTheResponsePath):
-// net/http's WriteHeader clones the header map on the request's goroutine
-// with a 488-byte frame of its own, and on HTTP/1.1 that path comes within
-// a few hundred bytes of the request goroutine's 8 KiB stack, which a
-// deeper call doubles by copying it (docs/performance.md, "Stacks").
+// has gone: net/http's WriteHeader clones the header map on the request's
+// goroutine, and on HTTP/1.1 that path is the deepest a request goes:
+// a deeper call there can make the runtime double the request goroutine's
+// stack by copying it.
 func (w *interimWriter) commit(code int) {
 	if w.claimCommit() {
 		w.rw.WriteHeader(code)
@@ -111,13 +116,13 @@ func (w *interimWriter) commit(code int) {
 // Committed meanwhile by another goroutine, it still does (Go logs the
 // superfluous call), unless the handler returned: nothing reaches rw then.
 func (w *interimWriter) claimCommit() bool {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if state := w.state; state >= stateCommitted {
-		return state != stateDone
+	w.stateMu.Lock()
+	defer w.stateMu.Unlock()
+	if p := w.state.load().phase(); p > phaseWaiting {
+		return p != phaseDone
 	}
 	w.restoreLocked()
-	w.setStateLocked(stateCommitted)
+	w.state.storeLocked(w.state.load().withPhase(phaseCommitted))
 	return true
 }
 
@@ -133,10 +138,10 @@ func (w *interimWriter) Write(p []byte) (int, error) {
 // beforeBody commits an implicit 200 unless a final status is written, and
 // refuses once the handler returned.
 func (w *interimWriter) beforeBody() error {
-	switch w.loadState() {
-	case stateDone:
+	switch w.state.load().phase() {
+	case phaseDone:
 		return errHandlerReturned
-	case stateCommitted, stateHijacked:
+	case phaseCommitted, phaseHijacked:
 	default:
 		w.commit(http.StatusOK)
 	}
@@ -170,23 +175,23 @@ func (w *interimWriter) Flush() {
 // Hijack ends the 102s once the connection is taken. The lock is held
 // across the hijack so that no 102 is written to the connection meanwhile.
 func (w *interimWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.state == stateDone {
+	w.stateMu.Lock()
+	defer w.stateMu.Unlock()
+	s := w.state.load()
+	if s.phase() == phaseDone {
 		return nil, nil, errHandlerReturned
 	}
 	conn, brw, err := http.NewResponseController(w.rw).Hijack()
 	if err != nil {
 		return nil, nil, err
 	}
-	w.where = fieldsHijacked
-	w.setStateLocked(stateHijacked)
+	w.state.storeLocked(s.withPhase(phaseHijacked))
 	return conn, brw, nil
 }
 
 // Push implements http.Pusher when the underlying writer does.
 func (w *interimWriter) Push(target string, opts *http.PushOptions) error {
-	if w.loadState() == stateDone {
+	if w.state.load().phase() == phaseDone {
 		return errHandlerReturned
 	}
 	if p, ok := w.rw.(http.Pusher); ok {
@@ -199,7 +204,7 @@ func (w *interimWriter) Push(target string, opts *http.PushOptions) error {
 // full-duplex setting. After the handler returned it leads nowhere, for the
 // same reason as WriteHeader.
 func (w *interimWriter) Unwrap() http.ResponseWriter {
-	if w.loadState() == stateDone {
+	if w.state.load().phase() == phaseDone {
 		return endedWriter{}
 	}
 	return w.rw

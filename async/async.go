@@ -1,15 +1,18 @@
-package async
-
-// Async mode: a request carrying `Prefer: respond-async` (RFC 7240 §4.1)
-// becomes a job. If it is not done within `wait`, the client gets
+// Package async is the processing handler's async mode: a request
+// carrying `Prefer: respond-async` (RFC 7240 §4.1) becomes a job. If it is not done within `wait`, the client gets
 // `202 Accepted` pointing at a status monitor (RFC 9110 §15.3.3) served by
 // this handler, and the job's state and final response go to Caddy's
 // storage, where any instance sharing that storage can answer for it.
-// async_job.go runs a job, async_monitor.go serves the monitor,
-// async_store.go keeps job records, async_registry.go holds the jobs that
-// run in this process, async_admin.go lists them on the admin API.
+// job.go runs a job and state.go decides its transitions; upload.go reads
+// its body, result.go records and stores its response, monitor.go serves
+// the monitor, access.go binds a job to its submitter, store.go and
+// stored.go keep its record and the cluster's stored total, registry.go
+// holds the jobs of this process, sweep.go removes expired ones, admin.go
+// lists them on the admin API.
+package async
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"strings"
@@ -31,6 +34,7 @@ const (
 	defaultAsyncMaxJobs   = 1000
 	defaultAsyncMaxStored = 1 << 30
 	defaultAsyncRefresh   = 5 * time.Second
+	defaultAsyncTimeout   = time.Hour
 )
 
 // Config turns a request carrying `Prefer: respond-async` into a job
@@ -60,26 +64,52 @@ type Config struct {
 	MaxResult int64 `json:"max_result,omitempty"`
 
 	// The most jobs running at once in this Caddy process; beyond it a new
-	// one gets 503 with Retry-After. Count; default 1000.
+	// one gets 503 with Retry-After. A request holds a slot from the end
+	// of its upload on, not while it uploads. Count; default 1000.
 	MaxJobs int `json:"max_jobs,omitempty"`
 
-	// The most bytes of results stored at once, as this instance counts
-	// them; while they are reached a new job gets 503. Bytes; default 1 GiB.
+	// How long a job's request body may take to arrive, from the first
+	// read to the last; a slower one gets 408 and its connection closes.
+	// Duration; default 1m.
+	UploadTimeout caddy.Duration `json:"upload_timeout,omitempty"`
+
+	// The most bytes of results stored at once by every instance sharing
+	// the storage, counted in one record there. A new job gets 503 while
+	// less than max_result is left; a result that does not fit fails its
+	// job. Bytes; default 1 GiB.
 	MaxStored int64 `json:"max_stored,omitempty"`
 
 	// How often the instance running a job writes that it is still
-	// running; a job not refreshed for three periods reports failed,
-	// "instance lost". Duration; default 5s.
+	// running and checks whether the job was deleted elsewhere; a job not
+	// refreshed for three periods is ended as failed, "instance lost", by
+	// the first instance that sees it. Duration; default 5s.
 	Refresh caddy.Duration `json:"refresh,omitempty"`
 
-	wait      time.Duration
-	keep      time.Duration
-	refresh   time.Duration
-	storage   certmagic.Storage
-	logger    *zap.Logger
-	monitorSl string // Monitor + "/"
-	acquired  bool
-	progress  progressConfig // progress.go: the handler's interval and max, the events app
+	// The longest a job may run: then it fails with the reason "timeout:
+	// ran longer than <timeout>" and its handlers' context is cancelled.
+	// Duration; default 1h.
+	Timeout caddy.Duration `json:"timeout,omitempty"`
+
+	// Placeholders whose values, with the Authorization field, bind a job
+	// to its submitter: the monitor answers only requests for which they
+	// resolve the same, such as `{http.request.cookie.session}` for a site
+	// that authenticates with a session cookie. A job whose submitter had
+	// no Authorization and whose bind values are all empty is served to
+	// anyone holding its id, without Set-Cookie. Default: Authorization
+	// only.
+	Bind []string `json:"bind,omitempty"`
+
+	wait          time.Duration
+	uploadTimeout time.Duration
+	keep          time.Duration
+	refresh       time.Duration
+	timeout       time.Duration
+	storage       certmagic.Storage
+	sweeper       *sweeper // of storage, in the registry
+	logger        *zap.Logger
+	monitorSl     string // Monitor + "/"
+	acquired      bool
+	progress      progressConfig // progress.go: the handler's interval and max, the events app
 }
 
 // Provision fills in the defaults and joins the process-wide job registry.
@@ -90,8 +120,10 @@ func (a *Config) Provision(ctx caddy.Context) error {
 		return err
 	}
 	a.wait = durationOr(a.Wait, defaultAsyncWait)
+	a.uploadTimeout = durationOr(a.UploadTimeout, defaultAsyncUploadTimeout)
 	a.keep = durationOr(a.Keep, defaultAsyncKeep)
 	a.refresh = durationOr(a.Refresh, defaultAsyncRefresh)
+	a.timeout = durationOr(a.Timeout, defaultAsyncTimeout)
 	if a.Monitor == "" {
 		a.Monitor = defaultAsyncMonitor
 	}
@@ -109,7 +141,11 @@ func (a *Config) Provision(ctx caddy.Context) error {
 	if a.MaxStored == 0 {
 		a.MaxStored = defaultAsyncMaxStored
 	}
-	a.storage = configStorage(ctx)
+	// A context made by caddy.NewContext without a loaded config has no
+	// storage, and Storage dereferences its nil config: async mode needs
+	// a config that Caddy loads (caddy.Load, caddy.Validate), as every
+	// test of it does.
+	a.storage = ctx.Storage()
 	if a.storage == nil {
 		return fmt.Errorf("async: this config has no storage")
 	}
@@ -125,14 +161,6 @@ func (a *Config) Provision(ctx caddy.Context) error {
 	return nil
 }
 
-// configStorage is ctx.Storage(), or nil for a context made without a
-// config (caddy.NewContext, as tests do), where that method dereferences a
-// nil config.
-func configStorage(ctx caddy.Context) (s certmagic.Storage) {
-	defer func() { _ = recover() }()
-	return ctx.Storage()
-}
-
 func durationOr(d caddy.Duration, def time.Duration) time.Duration {
 	if d == 0 {
 		return def
@@ -145,10 +173,13 @@ func (a *Config) Validate() error {
 	for _, d := range []struct {
 		name string
 		v    caddy.Duration
-	}{{"wait", a.Wait}, {"keep", a.Keep}, {"refresh", a.Refresh}} {
+	}{{"wait", a.Wait}, {"keep", a.Keep}, {"refresh", a.Refresh}, {"timeout", a.Timeout}, {"upload_timeout", a.UploadTimeout}} {
 		if d.v < 0 {
 			return fmt.Errorf("async: %s must be a positive duration, got %s", d.name, time.Duration(d.v))
 		}
+	}
+	if err := validateBind(a.Bind); err != nil {
+		return fmt.Errorf("async: bind: %v", err)
 	}
 	if a.Monitor != "" {
 		if err := validateMonitorPath(a.Monitor); err != nil {
@@ -187,9 +218,42 @@ func validateMonitorPath(p string) error {
 func (a *Config) Cleanup() error {
 	if a.acquired {
 		a.acquired = false
-		registry.release()
+		registry.release(a)
 	}
 	return nil
+}
+
+// admit checks the limits before a job starts: max_jobs in this process,
+// and max_stored in the cluster, which refuses while less than one
+// max_result is left, so that a job admitted alone always has room for its
+// result. why names the limit reached, or is "".
+func (a *Config) admit(ctx context.Context, j *job) (why string) {
+	if why := a.atLimit(ctx); why != "" {
+		return why
+	}
+	if !registry.reserve(j, a.MaxJobs) {
+		return "max_jobs"
+	}
+	return ""
+}
+
+// atLimit reports the limit a new job would pass, without taking a slot:
+// the check made before a request's body is read.
+func (a *Config) atLimit(ctx context.Context) (why string) {
+	sctx, cancel := context.WithTimeout(ctx, storedWait)
+	stored, err := loadStored(sctx, a.storage)
+	cancel()
+	switch {
+	case err != nil:
+		// Admitted: the job reports the storage's failure if it lasts.
+		a.logger.Warn("reading the stored async results' total", zap.Error(err))
+	case stored > max(a.MaxStored-a.MaxResult, 0):
+		return "max_stored"
+	}
+	if registry.running() >= a.MaxJobs {
+		return "max_jobs"
+	}
+	return ""
 }
 
 // Serve is async mode's one entry point, called at the top of the

@@ -17,10 +17,13 @@ import (
 //		monitor    <path>
 //		keep       <duration>
 //		refresh    <duration>
+//		timeout    <duration>
+//		upload_timeout <duration>
 //		max_body   <size>
 //		max_result <size>
 //		max_jobs   <count>
 //		max_stored <size>
+//		bind       <placeholder>...
 //	}
 //
 // Sizes are read as request_body's max_size is (go-humanize, already a
@@ -30,17 +33,27 @@ func (a *Config) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		sub := d.Val()
 		if asyncExpectation(sub) == "" {
-			return d.Errf("unrecognized async subdirective %q; expected wait, monitor, keep, refresh, max_body, max_result, max_jobs or max_stored", sub)
+			return d.Errf("unrecognized async subdirective %q; expected wait, monitor, keep, refresh, timeout, upload_timeout, max_body, max_result, max_jobs, max_stored or bind", sub)
 		}
 		if seen[sub] {
 			return d.Errf("async: %s: already given", sub)
 		}
 		seen[sub] = true
+		if sub == "bind" {
+			a.Bind = d.RemainingArgs()
+			if len(a.Bind) == 0 {
+				return d.Errf("async: bind: expected %s", asyncExpectation(sub))
+			}
+			if err := validateBind(a.Bind); err != nil {
+				return d.Errf("async: bind: %v", err)
+			}
+			continue
+		}
 		if !d.NextArg() {
 			return d.Errf("async: %s: expected %s", sub, asyncExpectation(sub))
 		}
 		switch sub {
-		case "wait", "keep", "refresh":
+		case "wait", "keep", "refresh", "timeout", "upload_timeout":
 			dur, err := caddyutil.ParseDuration(d, "async: "+sub)
 			if err != nil {
 				return err
@@ -50,6 +63,10 @@ func (a *Config) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				a.Wait = dur
 			case "keep":
 				a.Keep = dur
+			case "timeout":
+				a.Timeout = dur
+			case "upload_timeout":
+				a.UploadTimeout = dur
 			default:
 				a.Refresh = dur
 			}
@@ -88,7 +105,7 @@ func (a *Config) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 // asyncExpectation says what a subdirective's value looks like.
 func asyncExpectation(sub string) string {
 	switch sub {
-	case "wait", "keep", "refresh":
+	case "wait", "keep", "refresh", "timeout", "upload_timeout":
 		return "a duration such as 2s"
 	case "monitor":
 		return "a path such as /.well-known/processing/jobs"
@@ -96,6 +113,8 @@ func asyncExpectation(sub string) string {
 		return "a positive size such as 16MiB"
 	case "max_jobs":
 		return "a positive count such as 1000"
+	case "bind":
+		return "one or more placeholders such as {http.request.cookie.session}"
 	}
 	return ""
 }

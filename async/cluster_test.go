@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -21,6 +22,15 @@ import (
 	"github.com/c055b0d7/caddy-processing/internal/harness"
 )
 
+// demoBuild is the demo binary, built once per test binary run into
+// demoDir, which TestMain removes.
+var (
+	demoOnce sync.Once
+	demoDir  string
+	demoBin  string
+	demoErr  error
+)
+
 // buildDemo builds internal/demo, a Caddy with this module and a slow
 // upstream, once per test binary run.
 func buildDemo(t *testing.T) string {
@@ -28,14 +38,23 @@ func buildDemo(t *testing.T) string {
 	if testing.Short() {
 		t.Skip("builds a Caddy binary; skipped with -short")
 	}
-	bin := filepath.Join(t.TempDir(), "caddy")
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "github.com/c055b0d7/caddy-processing/internal/demo")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("building the demo: %v\n%s", err, out)
+	demoOnce.Do(func() {
+		demoDir, demoErr = os.MkdirTemp("", "caddy-processing-demo-")
+		if demoErr != nil {
+			return
+		}
+		demoBin = filepath.Join(demoDir, "caddy")
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, "go", "build", "-o", demoBin, "github.com/c055b0d7/caddy-processing/internal/demo")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			demoErr = fmt.Errorf("building the demo: %v\n%s", err, out)
+		}
+	})
+	if demoErr != nil {
+		t.Fatal(demoErr)
 	}
-	return bin
+	return demoBin
 }
 
 // clusterNode is one Caddy process.
@@ -49,7 +68,18 @@ type clusterNode struct {
 // upstream, sharing the storage folder dir.
 func startClusterNode(t *testing.T, bin, dir string, refresh time.Duration) *clusterNode {
 	t.Helper()
-	port, upstream := harness.FreePort(t), harness.FreePort(t)
+	return startNode(t, bin, dir, fmt.Sprintf("wait 200ms\n\t\t\trefresh %s", refresh), "")
+}
+
+// startNode runs the demo binary with the given lines in its async block,
+// in front of upstream (host:port), or of the demo's own slow upstream if
+// upstream is "", sharing the storage folder dir.
+func startNode(t *testing.T, bin, dir, asyncLines, upstream string) *clusterNode {
+	t.Helper()
+	port, demoUpstream := harness.FreePort(t), harness.FreePort(t)
+	if upstream == "" {
+		upstream = fmt.Sprintf("127.0.0.1:%d", demoUpstream)
+	}
 	caddyfile := fmt.Sprintf(`{
 	admin off
 	persist_config off
@@ -61,19 +91,18 @@ func startClusterNode(t *testing.T, bin, dir string, refresh time.Duration) *clu
 http://127.0.0.1:%d {
 	processing {
 		async {
-			wait 200ms
-			refresh %s
+			%s
 		}
 	}
-	reverse_proxy 127.0.0.1:%d
+	reverse_proxy %s
 }
-`, dir, port, refresh, upstream)
+`, dir, port, asyncLines, upstream)
 	cfg := filepath.Join(t.TempDir(), "Caddyfile")
 	if err := os.WriteFile(cfg, []byte(caddyfile), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(bin, "run", "--config", cfg, "--adapter", "caddyfile")
-	cmd.Env = append(os.Environ(), fmt.Sprintf("DEMO_UPSTREAM=127.0.0.1:%d", upstream), "HOME="+t.TempDir(), "XDG_DATA_HOME="+t.TempDir(), "XDG_CONFIG_HOME="+t.TempDir())
+	cmd.Env = append(os.Environ(), fmt.Sprintf("DEMO_UPSTREAM=127.0.0.1:%d", demoUpstream), "HOME="+t.TempDir(), "XDG_DATA_HOME="+t.TempDir(), "XDG_CONFIG_HOME="+t.TempDir())
 	var logs strings.Builder
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	if err := cmd.Start(); err != nil {
@@ -92,7 +121,7 @@ http://127.0.0.1:%d {
 		}
 	})
 	harness.Eventually(t, "caddy on "+n.base, func() bool {
-		for _, p := range []int{port, upstream} {
+		for _, p := range []int{port, demoUpstream} {
 			c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", p))
 			if err != nil {
 				return false

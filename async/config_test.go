@@ -24,12 +24,15 @@ func TestAsyncBadCaddyfileNamesLineAndExpectation(t *testing.T) {
 		line int
 		want string
 	}{
-		{"unknown subdirective", block("wait 1s", "linger 5s"), 5, `unrecognized async subdirective "linger"; expected wait, monitor, keep, refresh, max_body, max_result, max_jobs or max_stored`},
+		{"unknown subdirective", block("wait 1s", "linger 5s"), 5, `unrecognized async subdirective "linger"; expected wait, monitor, keep, refresh, timeout, upload_timeout, max_body, max_result, max_jobs, max_stored or bind`},
 		{"wait without value", block("wait"), 4, `async: wait: expected a duration such as 2s`},
 		{"wait not a duration", block("wait soon"), 4, `async: wait: expected a duration such as 20s, got "soon"`},
 		{"zero wait", block("wait 0s"), 4, `async: wait: must be a positive duration, got "0s"`},
 		{"negative keep", block("keep -1h"), 4, `async: keep: must be a positive duration, got "-1h"`},
 		{"zero refresh", block("refresh 0"), 4, `async: refresh: must be a positive duration, got "0"`},
+		{"timeout not a duration", block("wait 1s", "timeout an hour"), 5, `async: timeout: expected a duration such as 20s, got "an"`},
+		{"zero timeout", block("timeout 0s"), 4, `async: timeout: must be a positive duration, got "0s"`},
+		{"timeout without value", block("timeout"), 4, `async: timeout: expected a duration such as 2s`},
 		{"relative monitor", block("monitor jobs"), 4, `async: monitor: must be a path starting with /, got "jobs"`},
 		{"monitor with placeholder", block("monitor /{host}/jobs"), 4, `async: monitor: must be a plain path without placeholders`},
 		{"monitor with dot segment", block("monitor /a/../jobs"), 4, `async: monitor: must be a clean path, got "/a/../jobs"`},
@@ -40,6 +43,8 @@ func TestAsyncBadCaddyfileNamesLineAndExpectation(t *testing.T) {
 		{"max_stored without value", block("max_stored"), 4, `async: max_stored: expected a positive size such as 16MiB`},
 		{"max_jobs zero", block("max_jobs 0"), 4, `async: max_jobs: expected a positive count such as 1000, got "0"`},
 		{"max_jobs not whole", block("max_jobs 2.5"), 4, `async: max_jobs: expected a positive count such as 1000, got "2.5"`},
+		{"bind without value", block("bind"), 4, `async: bind: expected one or more placeholders such as {http.request.cookie.session}`},
+		{"bind a constant", block("bind {http.request.cookie.session} session"), 4, `async: bind: expected placeholders such as {http.request.cookie.session}, got "session"`},
 		{"extra argument", block("keep 1h 2h"), 4, `async: keep: unexpected argument "2h"`},
 		{"given twice", block("wait 1s", "keep 1h", "wait 2s"), 6, `async: wait: already given`},
 		{"argument to async", "\tprocessing {\n\t\tasync 5s\n\t}\n", 3, `async: unexpected argument "5s"; expected a block`},
@@ -58,6 +63,7 @@ func TestAsyncCaddyfileAndDefaults(t *testing.T) {
 			monitor /jobs/
 			keep 10m
 			refresh 1s
+			timeout 90s
 			max_body 1MiB
 			max_result 2MB
 			max_jobs 7
@@ -111,7 +117,7 @@ http://127.0.0.1:8081 {
 			}
 		}
 	}
-	wantFull := `{"async":{"keep":600000000000,"max_body":1048576,"max_jobs":7,"max_result":2000000,"max_stored":1073741824,"monitor":"/jobs/","refresh":1000000000,"wait":3000000000},"handler":"processing"}`
+	wantFull := `{"async":{"keep":600000000000,"max_body":1048576,"max_jobs":7,"max_result":2000000,"max_stored":1073741824,"monitor":"/jobs/","refresh":1000000000,"timeout":90000000000,"wait":3000000000},"handler":"processing"}`
 	if got[":8080"] != wantFull {
 		t.Errorf("adapted handler:\n%s\nwant\n%s", got[":8080"], wantFull)
 	}
@@ -131,6 +137,7 @@ func TestAsyncBadJSONConfig(t *testing.T) {
 	}{
 		{"negative wait", `"async": {"wait": "-1s"}`, []string{"async: wait must be a positive duration, got -1s"}},
 		{"negative keep", `"async": {"keep": -5}`, []string{"async: keep must be a positive duration"}},
+		{"negative timeout", `"async": {"timeout": "-1m"}`, []string{"async: timeout must be a positive duration, got -1m0s"}},
 		{"negative max_jobs", `"async": {"max_jobs": -1}`, []string{"async: max_jobs must be positive, got -1"}},
 		{"negative max_body", `"async": {"max_body": -1}`, []string{"async: max_body must be positive, got -1"}},
 		{"relative monitor", `"async": {"monitor": "jobs"}`, []string{`async: monitor: must be a path starting with /, got "jobs"`}},

@@ -16,7 +16,8 @@ func TestDefaultsAreTheDocumented(t *testing.T) {
 	a.wait, a.keep, a.refresh = durationOr(a.Wait, defaultAsyncWait), durationOr(a.Keep, defaultAsyncKeep), durationOr(a.Refresh, defaultAsyncRefresh)
 	if a.wait != 2*time.Second || a.keep != time.Hour || a.refresh != 5*time.Second ||
 		defaultAsyncMaxBody != 16<<20 || defaultAsyncMaxResult != 64<<20 || defaultAsyncMaxJobs != 1000 ||
-		defaultAsyncMaxStored != 1<<30 || defaultAsyncMonitor != "/.well-known/processing/jobs" {
+		defaultAsyncMaxStored != 1<<30 || defaultAsyncTimeout != time.Hour || defaultAsyncMonitor != "/.well-known/processing/jobs" ||
+		defaultAsyncUploadTimeout != time.Minute {
 		t.Errorf("defaults differ from the README's")
 	}
 }

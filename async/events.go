@@ -62,18 +62,28 @@ func (a *Config) provisionEvents(ctx caddy.Context) {
 // emit sends one event of the job's, synchronously as Caddy's own modules
 // do (caddyevents.App.Emit).
 func (j *job) emit(name, status, reason string) {
-	e := j.a.progress.events
+	j.a.emitEvent(name, j.id, j.method, j.path, j.created, status, reason)
+}
+
+// emitRecord sends one event of a job known by its record, such as one
+// deleted on this instance while it runs on another.
+func (a *Config) emitRecord(name string, rec jobRecord, status, reason string) {
+	a.emitEvent(name, rec.ID, rec.Method, rec.Path, rec.Created, status, reason)
+}
+
+func (a *Config) emitEvent(name, id, method, path string, created time.Time, status, reason string) {
+	e := a.progress.events
 	if e == nil {
 		return
 	}
 	e.app.Emit(e.ctx, name, map[string]any{
-		"id":       j.id,
-		"monitor":  j.a.monitorSl + j.id,
+		"id":       id,
+		"monitor":  a.monitorSl + id,
 		"status":   status,
 		"reason":   reason,
-		"method":   j.method,
-		"path":     j.path,
-		"duration": time.Since(j.created).Seconds(),
+		"method":   method,
+		"path":     path,
+		"duration": time.Since(created).Seconds(),
 	})
 }
 

@@ -72,12 +72,20 @@ func FuzzMonitorPath(f *testing.F) {
 	a := &Config{Monitor: "/m", monitorSl: "/m/", storage: storage, logger: zap.NewNop(), keep: time.Hour, refresh: time.Minute}
 	id := newJobID()
 	now := time.Now()
-	rec := jobRecord{ID: id, Status: statusSucceeded, Created: now, Updated: now, Ended: now, Keep: time.Hour, Refresh: time.Minute, Auth: authHash(id, []string{"Bearer k"})}
+	rec := jobRecord{ID: id, Status: statusSucceeded, Created: now, Updated: now, Ended: now, Keep: time.Hour, Refresh: time.Minute}
+	rec.Auth = a.bindingHash(id, &http.Request{Header: http.Header{"Authorization": {"Bearer k"}}})
 	if err := storeJobRecord(f.Context(), storage, rec); err != nil {
 		f.Fatal(err)
 	}
-	b, _ := encodeResult(recordedResponse{Status: 201, Header: http.Header{"X": {"y"}}, Body: []byte("job body")})
-	if err := storage.Store(f.Context(), jobResultKey(id), b); err != nil {
+	rc := &recorder{max: 1 << 20}
+	rc.Header().Set("X", "y")
+	rc.WriteHeader(201)
+	_, _ = rc.Write([]byte("job body"))
+	res, err := (&job{id: id, auth: rec.Auth, rec: *rc}).resultToStore()
+	if err != nil {
+		f.Fatal(err)
+	}
+	if err := storeResult(f.Context(), storage, id, res); err != nil {
 		f.Fatal(err)
 	}
 	for _, p := range []string{"/m/" + id, "/m/" + id + "/result", "/m/", "/m", "/m/../m/" + id, "/m/" + id + "/../" + id, "/m/%00", "/m/" + id + "/result/x"} {

@@ -4,9 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/base64"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -18,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/c055b0d7/caddy-processing/internal/prefer"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
@@ -29,7 +28,7 @@ type job struct {
 	method  string
 	path    string
 	created time.Time
-	auth    string // authHash of the submitter's Authorization, or ""
+	auth    string // bindingHash of the submitter, or "" (access.go)
 	a       *Config
 	cancel  context.CancelCauseFunc
 	ctx     context.Context
@@ -54,14 +53,19 @@ type job struct {
 	// inline: the handlers were done before the submitter gave up; the
 	// submitter answers with the recorded response and nothing is stored.
 	inline bool
-	// deleted: a DELETE asked for the job to go; nothing is stored after.
-	deleted bool
+	// recorded: the running record is stored; from then on the record
+	// is changed only under the job's lock (state.go).
+	recorded bool
+	// settled: this instance knows the record is terminal or gone (it
+	// ended it, or a refresh found it ended elsewhere); nothing more is
+	// written.
+	settled bool
 
-	// storeMu serialises the writes of the job's record, so that a late
-	// refresh never overwrites the final state; final is guarded by it.
-	storeMu sync.Mutex
-	final   bool
-	stored  int64 // bytes of the result this job stored
+	// quit is the registry's, closed after `caddy stop`: the job stops
+	// retrying to record its outcome.
+	quit <-chan struct{}
+	// stopTimeout releases the timeout's timer.
+	stopTimeout context.CancelFunc
 
 	live jobLive // progress.go: the latest Progress, for followers
 }
@@ -93,22 +97,6 @@ func validJobID(id string) bool {
 	return true
 }
 
-// authHash binds a job to the submitter's credentials without storing them:
-// SHA-256 over the id and the Authorization value. The id acts as a salt,
-// so equal credentials give unrelated hashes across jobs.
-func authHash(id string, authorization []string) string {
-	if len(authorization) == 0 {
-		return ""
-	}
-	h := sha256.New()
-	h.Write([]byte(id))
-	for _, v := range authorization {
-		h.Write([]byte{0})
-		h.Write([]byte(v))
-	}
-	return hex.EncodeToString(h.Sum(nil))
-}
-
 // memBodyLimit is how much of a request body stays in memory; the rest of
 // a larger one goes to a temporary file, so that max_jobs jobs waiting with
 // max_body bodies do not take max_jobs × max_body of memory.
@@ -120,43 +108,48 @@ const memBodyLimit = 1 << 20
 // response when it ends (progress.go).
 func (a *Config) submit(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, wait time.Duration, withInterims bool) error {
 	j := &job{
-		id:      newJobID(),
-		method:  r.Method,
-		path:    r.URL.Path,
-		created: time.Now(),
-		a:       a,
-		done:    make(chan struct{}),
-		ended:   make(chan struct{}),
+		id:     newJobID(),
+		method: r.Method,
+		path:   r.URL.Path,
+		a:      a,
+		done:   make(chan struct{}),
+		ended:  make(chan struct{}),
 	}
-	j.auth = authHash(j.id, r.Header["Authorization"])
-	// The job is in the registry from reserve on, where a shutdown may
-	// cancel it while its body is still being read.
-	j.ctx, j.cancel = context.WithCancelCause(context.WithoutCancel(r.Context()))
+	j.auth = a.bindingHash(j.id, r)
 	j.rec.max = a.MaxResult
+	j.rec.head = r.Method == http.MethodHead
+	j.rec.base = targetOf(r)
 	// Made here, not lazily: reverse_proxy calls Header from its
 	// transport's goroutine for an upstream's 1xx, possibly first.
 	j.rec.header = make(http.Header)
 	j.rec.onInterim = j.live.noteInterim // progress.go
 
-	// Limits first, before a byte of the body is read (the issue's rule):
-	// a refused client has sent only its header.
-	if ok, why := registry.reserve(j, a.MaxJobs, a.MaxStored); !ok {
-		asyncOutcomes.WithLabelValues("rejected").Inc()
-		a.logger.Debug("async job refused", zap.String("limit", why))
-		w.Header().Set("Retry-After", "5")
-		closeUnreadBody(w, r)
-		return caddyhttp.Error(http.StatusServiceUnavailable, fmt.Errorf("async: %s reached", why))
+	// A request the limits would refuse is refused before a byte of its
+	// body is read; the slot itself is taken once the body is in, so that
+	// an upload in progress holds none (upload.go).
+	if why := a.atLimit(r.Context()); why != "" {
+		return a.refuseAtLimit(w, r, why, true)
 	}
-	body, err := bufferBody(r, a.MaxBody)
+	body, err := a.readBody(w, r)
 	if err != nil {
-		closeUnreadBody(w, r)
-		registry.remove(j)
-		j.cancel(nil)
-		close(j.ended)
 		return err
 	}
+	// The job's context is made here, with the job in the registry from
+	// admit on, where a shutdown may cancel it. The handlers' context
+	// ends at the timeout, with a cause that names it; j.cancel's causes
+	// reach it too.
+	var base context.Context
+	base, j.cancel = context.WithCancelCause(context.WithoutCancel(r.Context()))
+	j.ctx, j.stopTimeout = context.WithTimeoutCause(base, a.timeout, timeoutError{a.timeout})
+	j.created = time.Now()
+	if why := a.admit(r.Context(), j); why != "" {
+		body.remove()
+		j.cancel(nil)
+		j.stopTimeout()
+		return a.refuseAtLimit(w, r, why, false)
+	}
 
-	jr := detachedRequest(j.ctx, r, body)
+	jr := detachedRequest(j.ctx, r, body, &j.rec)
 	j.rec.onOverflow = func() { j.cancel(errResultTooLarge) }
 	go j.run(next, jr, body)
 
@@ -181,14 +174,18 @@ func (a *Config) submit(w http.ResponseWriter, r *http.Request, next caddyhttp.H
 
 	// Detached: the record must be in storage before the client can ask
 	// any instance about it.
+	// A new id: no other instance can know it yet, so no lock.
 	rec := j.record(statusRunning, "", time.Now())
-	if err := j.storeRecord(rec); err != nil {
+	if err := storeJobRecord(context.Background(), a.storage, rec); err != nil {
 		// The client gets no job id: a 500 says the request failed, so
 		// the job must not go on doing what it was asked.
 		a.logger.Error("storing a new async job", zap.String("id", j.id), zap.Error(err))
-		j.cancel(fmt.Errorf("storage: %w", err))
+		j.cancel(storageError{err})
 		return caddyhttp.Error(http.StatusInternalServerError, fmt.Errorf("async: storing the job: %w", err))
 	}
+	j.mu.Lock()
+	j.recorded = true
+	j.mu.Unlock()
 	j.emit(EventJobStarted, statusRunning, "") // events.go
 	if r.Context().Err() != nil {
 		return nil // the client left; the job goes on
@@ -218,33 +215,30 @@ func (j *job) answerInline(w http.ResponseWriter, r *http.Request) error {
 	case j.rec.status == 0 && j.nextErr != nil:
 		return j.nextErr
 	}
-	res := j.rec.response()
+	defer j.rec.remove()
+	res := j.rec.resultHead()
+	body, err := j.rec.body()
+	if err != nil {
+		return caddyhttp.Error(http.StatusInternalServerError, fmt.Errorf("async: result file: %w", err))
+	}
 	h := w.Header()
 	maps.Copy(h, res.Header)
 	// The response depends on Prefer: without it the client would have
 	// had the same; with a slower backend, a 202 (RFC 9110 §12.5.5).
 	h.Add("Vary", "Prefer")
-	h.Set("Content-Length", strconv.Itoa(len(res.Body)))
+	if r.Method == http.MethodHead {
+		// A HEAD response announces the length a GET would have had
+		// (RFC 9110 §9.3.2, §8.6).
+		if res.HeadLength >= 0 {
+			h.Set("Content-Length", strconv.FormatInt(res.HeadLength, 10))
+		}
+		w.WriteHeader(res.Status)
+		return nil
+	}
+	h.Set("Content-Length", strconv.FormatInt(res.Size, 10))
 	w.WriteHeader(res.Status)
-	if r.Method != http.MethodHead {
-		_, err := w.Write(res.Body)
-		return err
-	}
-	return nil
-}
-
-// closeUnreadBody asks Go's HTTP/1 server to close the connection after a
-// refusal whose request body is not read. Otherwise it reads up to 256 KiB
-// of the body before it writes the response, to keep the connection: Go
-// skips that for an unanswered `Expect: 100-continue`, but only when the
-// body is its own reader, and Caddy's server puts a wrapper (for its idle
-// timeouts) in its place. A client waiting for 100 Continue, or a slow
-// one, would wait up to the read timeout for its 503 or 413. HTTP/2 and
-// HTTP/3 end the stream instead, and forbid a Connection field.
-func closeUnreadBody(w http.ResponseWriter, r *http.Request) {
-	if r.ProtoMajor == 1 && r.ContentLength != 0 {
-		w.Header().Set("Connection", "close")
-	}
+	_, err = io.Copy(w, body)
+	return err
 }
 
 // errResultTooLarge fails a job whose response passes max_result.
@@ -254,7 +248,7 @@ var errResultTooLarge = errors.New("result larger than max_result")
 func (j *job) run(next caddyhttp.Handler, r *http.Request, body *bufferedBody) {
 	defer close(j.ended)
 	defer registry.remove(j)
-	defer body.remove()
+	defer j.stopTimeout()
 	defer j.cancel(nil) // releases the context once everything is done
 
 	stopRefresh := make(chan struct{})
@@ -262,6 +256,9 @@ func (j *job) run(next caddyhttp.Handler, r *http.Request, body *bufferedBody) {
 	go j.refreshLoop(stopRefresh, refreshDone)
 
 	j.callNext(next, r)
+	// The body goes before the outcome is recorded: a client that sees
+	// the job ended finds no file of it left.
+	body.remove()
 	j.mu.Lock()
 	if !j.detached {
 		j.inline = true
@@ -272,8 +269,9 @@ func (j *job) run(next caddyhttp.Handler, r *http.Request, body *bufferedBody) {
 	close(stopRefresh)
 	<-refreshDone
 	if inline {
-		return
+		return // answerInline serves the recorded body, then removes it
 	}
+	defer j.rec.remove()
 	j.finish()
 }
 
@@ -291,58 +289,125 @@ func (j *job) callNext(next caddyhttp.Handler, r *http.Request) {
 	j.nextErr = next.ServeHTTP(&j.rec, r)
 }
 
-// finish records the outcome of a detached job: the result before the
-// record that says it succeeded, so that no reader sees a success without
-// its result.
+// finish records the outcome of a detached job, unless its record was
+// ended elsewhere or deleted meanwhile.
 func (j *job) finish() {
 	j.mu.Lock()
-	deleted := j.deleted
+	settled, recorded := j.settled, j.recorded
 	j.mu.Unlock()
-	storage := j.a.storage
-	ctx := context.Background()
-	if deleted {
-		j.markFinal()
-		if err := storage.Delete(ctx, jobKey(j.id)); err != nil {
-			j.a.logger.Error("deleting an async job", zap.String("id", j.id), zap.Error(err))
-		}
-		asyncOutcomes.WithLabelValues("deleted").Inc()
-		j.emitEnded(statusCanceled, errDeleted.Error()) // events.go
+	if settled || !recorded {
+		// Gone or ended elsewhere (the instance that did it counted
+		// it), or never stored (the client got 500).
 		return
 	}
 	status, reason := j.outcome()
-	var size int64
 	if status == statusSucceeded {
-		b, err := encodeResult(j.rec.response())
-		switch {
-		case err != nil:
-			status, reason = statusFailed, "encoding the result: "+err.Error()
-		case !registry.addStored(int64(len(b)), j.a.MaxStored):
-			status, reason = statusFailed, "max_stored reached"
-		default:
-			if err := storage.Store(ctx, jobResultKey(j.id), b); err != nil {
-				registry.subStored(int64(len(b)))
-				j.a.logger.Error("storing an async job's result", zap.String("id", j.id), zap.Error(err))
-				status, reason = statusFailed, "storage: "+err.Error()
-			} else {
-				size = int64(len(b))
-			}
-		}
+		status, reason = j.commitResult()
+	} else {
+		status, reason = j.record1(status, reason)
 	}
-	now := time.Now()
-	rec := j.record(status, reason, now)
-	rec.Ended, rec.ResultSize = now, size
-	j.storeMu.Lock()
-	j.final, j.stored = true, size
-	err := storeJobRecord(ctx, storage, rec)
-	j.storeMu.Unlock()
-	if err != nil {
-		j.a.logger.Error("storing an async job's outcome", zap.String("id", j.id), zap.String("status", status), zap.Error(err))
+	if status == "" {
+		return // lost to another transition
 	}
 	asyncOutcomes.WithLabelValues(status).Inc()
 	if c := j.a.logger.Check(zap.DebugLevel, "async job done"); c != nil {
 		c.Write(zap.String("id", j.id), zap.String("status", status), zap.String("reason", reason))
 	}
 	j.emitEnded(status, reason) // events.go
+}
+
+// record1 records a terminal state without a result, retrying while the
+// storage fails. It returns the state recorded, or "" when the job was
+// gone or ended elsewhere.
+func (j *job) record1(status, reason string) (string, string) {
+	err := j.retry(func(ctx context.Context) error { return j.settle(ctx, status, reason, 0) })
+	if lost(err) {
+		return "", err.Error()
+	}
+	return status, reason
+}
+
+// commitResult stores the result, then the record that says succeeded,
+// so that no reader sees a success without its result. The result is
+// written before the job's lock is taken, under a key that no instance
+// serves before the record says succeeded: the lock is held only to load
+// the record and write the new one, not for the result's write, which
+// may be large. Its bytes are reserved in max_stored before and given back
+// if the job does not succeed. If, under the lock, the record is gone (a
+// DELETE) or already ended (declared lost, timed out), the result is
+// deleted again and nothing else is written: a job deleted with 204 never
+// serves a result.
+func (j *job) commitResult() (status, reason string) {
+	storage := j.a.storage
+	ctx := context.Background()
+	res, err := j.resultToStore()
+	if err != nil {
+		return j.record1(statusFailed, "encoding the result: "+err.Error())
+	}
+	size := res.size()
+	ok, err := reserveStored(ctx, storage, size, j.a.MaxStored)
+	switch {
+	case err != nil:
+		return j.record1(statusFailed, storageError{err}.Error())
+	case !ok:
+		return j.record1(statusFailed, "max_stored reached")
+	}
+	err = storeResult(ctx, storage, j.id, res)
+	if err == nil {
+		err = j.settle(ctx, statusSucceeded, "", size)
+		if err == nil {
+			j.setSettled()
+			return statusSucceeded, ""
+		}
+		// Not succeeded: the result goes (the whole folder if the job
+		// is gone). storeResult removed what it wrote if it failed.
+		key := jobResultKey(j.id)
+		if errors.Is(err, errGone) {
+			key = jobKey(j.id)
+		} else if derr := storage.Delete(ctx, jobBodyKey(j.id)); derr != nil {
+			j.a.logger.Error("deleting an async job's result", zap.String("id", j.id), zap.Error(derr))
+		}
+		if derr := storage.Delete(ctx, key); derr != nil {
+			j.a.logger.Error("deleting an async job's result", zap.String("id", j.id), zap.Error(derr))
+		}
+	}
+	// Its bytes are given back.
+	if rerr := releaseStored(ctx, storage, size); rerr != nil {
+		j.a.logger.Error("giving back an async job's max_stored bytes", zap.String("id", j.id), zap.Error(rerr))
+	}
+	if lost(err) {
+		j.setSettled()
+		return "", err.Error()
+	}
+	j.a.logger.Error("storing an async job's result", zap.String("id", j.id), zap.Error(err))
+	return j.record1(statusFailed, storageError{err}.Error())
+}
+
+// retry runs a transition until it is decided: stored, or lost to
+// another one. While the storage fails it tries again every refresh
+// period, until `caddy stop` ends the registry's generation.
+func (j *job) retry(transition func(ctx context.Context) error) error {
+	for {
+		err := transition(context.Background())
+		if err == nil || lost(err) {
+			j.setSettled()
+			return err
+		}
+		j.a.logger.Error("recording an async job's end; retrying", zap.String("id", j.id), zap.Error(err))
+		t := time.NewTimer(j.a.refresh)
+		select {
+		case <-t.C:
+		case <-j.quit:
+			t.Stop()
+			return err
+		}
+	}
+}
+
+func (j *job) setSettled() {
+	j.mu.Lock()
+	j.settled = true
+	j.mu.Unlock()
 }
 
 // outcome classifies a finished job.
@@ -353,9 +418,12 @@ func (j *job) outcome() (status, reason string) {
 		return statusCanceled, errShutdown.Error()
 	case j.rec.overflow:
 		return statusFailed, fmt.Sprintf("%v (%d bytes)", errResultTooLarge, j.a.MaxResult)
+	case j.rec.writeErr != nil:
+		return statusFailed, j.rec.writeErr.Error()
 	case j.panicked:
 		return statusFailed, "a handler panicked"
-	case cause != nil && !errors.Is(cause, errDeleted):
+	case cause != nil:
+		// A timeout or a storage failure, whose text is the reason.
 		return statusFailed, cause.Error()
 	case j.rec.status == 0 && j.nextErr != nil:
 		code := http.StatusInternalServerError
@@ -366,15 +434,6 @@ func (j *job) outcome() (status, reason string) {
 		return statusFailed, fmt.Sprintf("%s %d %s", reasonHandlerError, code, http.StatusText(code))
 	}
 	return statusSucceeded, ""
-}
-
-// markFinal stops every later write of the job's record, and returns how
-// many result bytes the job stored.
-func (j *job) markFinal() int64 {
-	j.storeMu.Lock()
-	defer j.storeMu.Unlock()
-	j.final = true
-	return j.stored
 }
 
 // record is the job's record in the given state.
@@ -388,96 +447,104 @@ func (j *job) record(status, reason string, updated time.Time) jobRecord {
 	}
 }
 
-// storeRecord writes a running record unless the final one is written.
-func (j *job) storeRecord(rec jobRecord) error {
-	j.storeMu.Lock()
-	defer j.storeMu.Unlock()
-	if j.final {
-		return nil
-	}
-	return storeJobRecord(context.Background(), j.a.storage, rec)
-}
-
-// refreshLoop writes the job's `updated` every refresh period while it is
-// detached, so that other instances know it is alive, and picks up a DELETE
-// made on another instance (its cancel marker).
+// refreshLoop keeps the job's record while its handlers run: every refresh
+// period it writes that the job still runs (so that other instances know
+// it is alive), and learns whether the record was deleted or ended
+// elsewhere, which stops the handlers. A timeout or a storage failure is
+// recorded at once, not when the handlers return, and retried every
+// period while the storage fails.
 func (j *job) refreshLoop(stop <-chan struct{}, done chan<- struct{}) {
 	defer close(done)
 	t := time.NewTicker(j.a.refresh)
 	defer t.Stop()
+	ended := j.ctx.Done()
 	for {
 		select {
 		case <-stop:
 			return
 		case <-t.C:
+		case <-ended:
+			ended = nil // handled now, then at each tick
 		}
 		j.mu.Lock()
-		skip := !j.detached || j.deleted
+		skip := !j.detached || !j.recorded || j.settled
 		j.mu.Unlock()
 		if skip {
 			continue
 		}
 		ctx := context.Background()
-		if j.a.storage.Exists(ctx, jobCancelKey(j.id)) {
-			j.mu.Lock()
-			j.deleted = true
-			j.mu.Unlock()
-			j.cancel(errDeleted)
+		cause := context.Cause(j.ctx)
+		var (
+			ste storageError
+			toe timeoutError
+		)
+		if errors.As(cause, &ste) || errors.As(cause, &toe) {
+			if err := j.settle(ctx, statusFailed, cause.Error(), 0); err == nil || lost(err) {
+				if err == nil {
+					j.emitEnded(statusFailed, cause.Error()) // events.go
+				}
+				j.setSettled()
+			} else {
+				j.a.logger.Error("recording an async job's failure; retrying", zap.String("id", j.id), zap.Error(err))
+			}
 			continue
 		}
-		if err := j.storeRecord(j.record(statusRunning, "", time.Now())); err != nil {
-			j.a.logger.Warn("refreshing an async job", zap.String("id", j.id), zap.Error(err))
+		err := j.refreshRecord(ctx)
+		switch {
+		case err == nil:
+		case errors.Is(err, errGone):
+			j.stopHandlers(errDeleted)
+		case errors.Is(err, errSettled):
+			j.stopHandlers(errLost)
+		default:
+			j.a.logger.Error("refreshing an async job", zap.String("id", j.id), zap.Error(err))
+			j.cancel(storageError{err})
 		}
 	}
 }
 
-// deleteLocal cancels a job running here and waits (a bounded time) for its
-// handlers to return; the job then deletes what it stored.
-func (j *job) deleteLocal() {
-	j.mu.Lock()
-	j.deleted = true
-	j.mu.Unlock()
-	j.cancel(errDeleted)
-	select {
-	case <-j.ended:
-	case <-time.After(5 * time.Second):
-		// A handler that ignores its context: the job deletes its
-		// records itself when it ends.
-	}
+// stopHandlers cancels a job whose record was deleted or ended by another
+// transition: nothing more of it is stored.
+func (j *job) stopHandlers(cause error) {
+	j.setSettled()
+	j.cancel(cause)
 }
 
 // detachedRequest is the request the job's handlers see. It shares nothing
 // mutable with r, whose access log still reads r's variable table and
-// replacer after the 202 (the hazard of the SetVar race, issue 8): the
+// replacer after the 202 (a write to a map another goroutine reads is a
+// fatal error, not a recoverable one): the
 // header, URL and trailer are cloned, the variable table, route groups and
-// extra log fields are new copies, and the replacer is a new one bound to
-// this request. Its context keeps r's values but not r's cancellation.
+// extra log fields are new copies, and the replacer is a new one, made as
+// Caddy's server makes one for each request (caddyhttp.PrepareRequest),
+// bound to this request and to the job's recorder, so that response
+// placeholders ({http.response.header.*}) read what the job's handlers
+// wrote. Its context keeps r's values but not r's cancellation.
 //
 // Placeholders that a `map` before processing added to r's replacer are not
 // in the job's: a replacer cannot be copied, and reading r's from the job's
 // goroutine would race with r's access log.
-func detachedRequest(ctx context.Context, r *http.Request, body *bufferedBody) *http.Request {
-	vars := make(map[string]any)
-	if orig, ok := r.Context().Value(caddyhttp.VarsCtxKey).(map[string]any); ok {
-		maps.Copy(vars, orig)
-	}
-	ctx = context.WithValue(ctx, caddyhttp.VarsCtxKey, vars)
-	if groups, ok := r.Context().Value(routeGroupCtxKey).(map[string]struct{}); ok {
-		ctx = context.WithValue(ctx, routeGroupCtxKey, maps.Clone(groups))
-	}
-	ctx = context.WithValue(ctx, caddyhttp.ExtraLogFieldsCtxKey, new(caddyhttp.ExtraLogFields))
+func detachedRequest(ctx context.Context, r *http.Request, body *bufferedBody, rec *recorder) *http.Request {
+	origVars, _ := r.Context().Value(caddyhttp.VarsCtxKey).(map[string]any)
+	groups, _ := r.Context().Value(routeGroupCtxKey).(map[string]struct{})
+	server, _ := r.Context().Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server)
+	orig, hasOrig := r.Context().Value(caddyhttp.OriginalRequestCtxKey).(http.Request)
 	// The server's idle-timeout wrappers act on the client's connection,
 	// which the job does not own.
 	ctx = context.WithValue(ctx, idleTimeoutsCtxKey, nil)
 
-	jr := r.Clone(ctx)
-	start := vars["start_time"]
-	// Despite its name, NewTestReplacer is what a handler needs here: a
-	// new replacer with the HTTP placeholders bound to jr, put into jr's
-	// context (caddyhttp's own prepareRequest does the same, unexported).
-	caddyhttp.NewTestReplacer(jr)
-	if start != nil {
-		vars["start_time"] = start // NewTestReplacer reset it to now
+	jr := caddyhttp.PrepareRequest(r.Clone(ctx), caddy.NewReplacer(), rec, server)
+	// PrepareRequest made a new variable table, route groups and original
+	// request from jr; the job keeps r's, as the rest of r's route would
+	// have seen them (start_time included).
+	vars, _ := jr.Context().Value(caddyhttp.VarsCtxKey).(map[string]any)
+	maps.Copy(vars, origVars)
+	if g, ok := jr.Context().Value(routeGroupCtxKey).(map[string]struct{}); ok {
+		maps.Copy(g, groups)
+	}
+	if hasOrig {
+		// In place, as the replacer is bound to this *http.Request.
+		*jr = *jr.WithContext(context.WithValue(jr.Context(), caddyhttp.OriginalRequestCtxKey, orig))
 	}
 
 	// The body is complete and known: reverse_proxy can send it with a
@@ -491,8 +558,13 @@ func detachedRequest(ctx context.Context, r *http.Request, body *bufferedBody) *
 		jr.Header.Set("Content-Length", strconv.FormatInt(body.size, 10))
 	}
 	// This module applied respond-async and wait; the handlers after it
-	// answer a request that waits for them.
-	jr.Header.Del("Prefer")
+	// answer a request that waits for them, and get the preferences it did
+	// not apply (return=minimal, handling=lenient and the like).
+	if rest := prefer.Without(r.Header["Prefer"], "respond-async", "wait"); rest != nil {
+		jr.Header["Prefer"] = rest
+	} else {
+		jr.Header.Del("Prefer")
+	}
 	return jr
 }
 
@@ -530,7 +602,11 @@ func bufferBody(r *http.Request, limit int64) (*bufferedBody, error) {
 		b.mem, b.size = buf.Bytes(), n
 		return b, nil
 	}
-	f, err := os.CreateTemp("", "caddy-processing-body-*")
+	dir, err := bodyDir()
+	if err != nil {
+		return nil, caddyhttp.Error(http.StatusInternalServerError, fmt.Errorf("async: body folder: %w", err))
+	}
+	f, err := os.CreateTemp(dir, "body-*")
 	if err != nil {
 		return nil, caddyhttp.Error(http.StatusInternalServerError, fmt.Errorf("async: body file: %w", err))
 	}
@@ -567,84 +643,6 @@ func (b *bufferedBody) remove() {
 	}
 }
 
-// recorder is the ResponseWriter of a job's handlers. It keeps the final
-// status, the header as it was when the status was written, and the body up
-// to max bytes; beyond that the job fails and nothing of it is kept.
-// 1xx responses are dropped: the job's client is not connected, and
-// reverse_proxy writes them from its transport's goroutine, so they must
-// touch nothing here.
-type recorder struct {
-	header     http.Header
-	status     int
-	sent       http.Header // the header at the final status
-	body       bytes.Buffer
-	max        int64
-	overflow   bool
-	onOverflow func()
-	// onInterim sees each 1xx's header, on the goroutine that wrote it,
-	// for the job's Progress (progress.go).
-	onInterim func(http.Header)
-}
-
-func (rc *recorder) Header() http.Header {
-	if rc.header == nil {
-		rc.header = make(http.Header)
-	}
-	return rc.header
-}
-
-func (rc *recorder) WriteHeader(code int) {
-	if code >= 100 && code <= 199 && code != http.StatusSwitchingProtocols {
-		if rc.onInterim != nil {
-			rc.onInterim(rc.header)
-		}
-		return
-	}
-	if rc.status != 0 {
-		return
-	}
-	rc.status = code
-	rc.sent = rc.Header().Clone()
-}
-
-func (rc *recorder) Write(p []byte) (int, error) {
-	if rc.status == 0 {
-		rc.WriteHeader(http.StatusOK)
-	}
-	if rc.overflow {
-		return 0, errResultTooLarge
-	}
-	if int64(rc.body.Len())+int64(len(p)) > rc.max {
-		rc.overflow = true
-		rc.body = bytes.Buffer{}
-		if rc.onOverflow != nil {
-			rc.onOverflow()
-		}
-		return 0, errResultTooLarge
-	}
-	return rc.body.Write(p)
-}
-
-// FlushError lets http.ResponseController.Flush succeed: there is no
-// connection to flush to.
-func (rc *recorder) FlushError() error { return nil }
-
-// Flush implements http.Flusher.
-func (rc *recorder) Flush() {}
-
-// response is the recorded response, hop-by-hop fields removed.
-func (rc *recorder) response() recordedResponse {
-	status := rc.status
-	if status == 0 {
-		status = http.StatusOK // net/http's implicit status
-	}
-	sent := rc.sent
-	if sent == nil {
-		sent = rc.header // handlers that set fields and wrote nothing
-	}
-	return recordedResponse{Status: status, Header: endToEnd(sent), Body: rc.body.Bytes()}
-}
-
 // retryAfter is the Retry-After for a job running for elapsed: a quarter of
 // the time it has run, from 1 to 30 seconds, so that pollers of a long job
 // back off.
@@ -652,5 +650,3 @@ func retryAfter(elapsed time.Duration) string {
 	s := int64(elapsed / 4 / time.Second)
 	return strconv.FormatInt(min(max(s, 1), 30), 10)
 }
-
-var _ http.ResponseWriter = (*recorder)(nil)

@@ -1,6 +1,7 @@
 package async_test
 
 import (
+	"os"
 	"testing"
 
 	"github.com/c055b0d7/caddy-processing/internal/harness"
@@ -8,7 +9,14 @@ import (
 )
 
 // TestMain checks that nothing the tests started is still running at the
-// end: no job, no sweep, no server.
+// end: no job, no sweep, no server. It removes the demo binary the cluster
+// tests built.
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m, harness.LeakOptions()...)
+	opts := append(harness.LeakOptions(), goleak.Cleanup(func(code int) {
+		if demoDir != "" {
+			_ = os.RemoveAll(demoDir)
+		}
+		os.Exit(code)
+	}))
+	goleak.VerifyTestMain(m, opts...)
 }

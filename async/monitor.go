@@ -2,10 +2,10 @@ package async
 
 import (
 	"context"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"maps"
 	"net/http"
 	"strconv"
@@ -27,8 +27,8 @@ import (
 //
 // HEAD works as GET. An unknown, expired, malformed or foreign id (an
 // Authorization other than the submitter's) answers 404, the same in every
-// case, so that a client learns nothing about ids it does not hold. There
-// is no listing.
+// case, so that a client learns nothing about ids it does not hold (the
+// binding, access.go). There is no listing.
 func (a *Config) serveMonitor(w http.ResponseWriter, r *http.Request) error {
 	rest := strings.TrimPrefix(r.URL.Path, a.monitorSl)
 	id, sub, hasSub := strings.Cut(rest, "/")
@@ -58,24 +58,32 @@ func (a *Config) serveMonitor(w http.ResponseWriter, r *http.Request) error {
 		a.logger.Error("loading an async job's record", zap.String("id", id), zap.Error(err))
 		return caddyhttp.Error(http.StatusInternalServerError, err)
 	}
-	if !authMatches(rec, r) {
+	if !a.bindingMatches(rec, r) {
 		return notFound(w, r)
 	}
 	now := time.Now()
 	local := registry.lookup(id)
-	view := rec
-	if local == nil {
-		view = rec.view(now)
+	if rec.Status == statusRunning && local == nil && rec.lostAt().Before(now) {
+		// Not refreshed for three periods: the first instance to see it
+		// ends it, under the job's lock (state.go); a storage that fails
+		// meanwhile is reported as such, not as a lost instance.
+		rec, err = declareLost(ctx, a.storage, id)
+		if errors.Is(err, errGone) {
+			return notFound(w, r)
+		}
+		if err != nil {
+			a.logger.Error("declaring an async job lost", zap.String("id", id), zap.Error(err))
+			return caddyhttp.Error(http.StatusInternalServerError, storageError{err})
+		}
+		now = time.Now()
 	}
+	view := rec
 	if view.Status != statusRunning && now.After(view.Ended.Add(rec.Keep)) {
 		return notFound(w, r) // expired; the sweep deletes it
 	}
-	if view.Status == statusRunning && local == nil && a.storage.Exists(ctx, jobCancelKey(id)) {
-		return notFound(w, r) // deleted on another instance, still winding down there
-	}
 
 	if r.Method == http.MethodDelete {
-		return a.deleteJob(ctx, w, view, local)
+		return a.deleteJob(ctx, w, r, view, local)
 	}
 	if isResult {
 		return a.serveResult(ctx, w, r, view)
@@ -109,77 +117,69 @@ func (a *Config) serveMonitor(w http.ResponseWriter, r *http.Request) error {
 	}
 }
 
-// authMatches compares the Authorization of r with the submitter's, by
-// their hashes in constant time, so that timing says nothing of the stored
-// hash. A job submitted without Authorization is open to any holder of its
-// id.
-func authMatches(rec jobRecord, r *http.Request) bool {
-	if rec.Auth == "" {
-		return true
-	}
-	got := authHash(rec.ID, r.Header["Authorization"])
-	return subtle.ConstantTimeCompare([]byte(got), []byte(rec.Auth)) == 1
-}
-
 // serveResult writes the recorded response: its status, its end-to-end
-// header fields and its body byte for byte.
+// header fields and its body byte for byte, streamed from storage a piece
+// at a time (result.go).
 func (a *Config) serveResult(ctx context.Context, w http.ResponseWriter, r *http.Request, rec jobRecord) error {
 	if rec.Status != statusSucceeded {
 		return notFound(w, r)
 	}
-	b, err := a.storage.Load(ctx, jobResultKey(rec.ID))
+	res, inline, err := loadResultHead(ctx, a.storage, rec.ID)
 	if err != nil {
-		if ctx.Err() == nil && a.storage.Exists(ctx, jobStatusKey(rec.ID)) {
-			a.logger.Error("loading an async job's result", zap.String("id", rec.ID), zap.Error(err))
-			return caddyhttp.Error(http.StatusInternalServerError, err)
+		if errors.Is(err, fs.ErrNotExist) || ctx.Err() != nil || !a.storage.Exists(ctx, jobStatusKey(rec.ID)) {
+			return notFound(w, r) // deleted meanwhile
 		}
-		return notFound(w, r) // deleted meanwhile
-	}
-	res, err := decodeResult(b)
-	if err != nil {
-		a.logger.Error("decoding an async job's result", zap.String("id", rec.ID), zap.Error(err))
+		a.logger.Error("loading an async job's result", zap.String("id", rec.ID), zap.Error(err))
 		return caddyhttp.Error(http.StatusInternalServerError, err)
 	}
 	h := w.Header()
 	maps.Copy(h, res.Header)
-	h.Set("Content-Length", strconv.Itoa(len(res.Body)))
-	w.WriteHeader(res.Status)
 	if r.Method == http.MethodHead {
+		// A HEAD job's result announces its handlers' length; any other
+		// the length of the body a GET gets (RFC 9110 §9.3.2).
+		n := res.Size
+		if res.HeadLength != 0 {
+			n = res.HeadLength
+		}
+		if n >= 0 {
+			h.Set("Content-Length", strconv.FormatInt(n, 10))
+		}
+		w.WriteHeader(res.Status)
 		return nil
 	}
-	_, err = w.Write(res.Body)
-	return err
+	h.Set("Content-Length", strconv.FormatInt(res.Size, 10))
+	w.WriteHeader(res.Status)
+	if inline != nil {
+		_, err = w.Write(inline)
+		return err
+	}
+	if err := writeResultBody(ctx, a.storage, w, rec.ID, res); err != nil {
+		a.logger.Error("serving an async job's result", zap.String("id", rec.ID), zap.Error(err))
+		return err
+	}
+	return nil
 }
 
-// deleteJob cancels a running job and deletes what is stored of it.
-func (a *Config) deleteJob(ctx context.Context, w http.ResponseWriter, rec jobRecord, local *job) error {
-	switch {
-	case local != nil:
-		// The job deletes its folder when its handlers return; this waits
-		// a bounded time for that, then deletes anyway.
-		local.deleteLocal()
-		stored := local.markFinal() // non-zero if it finished storing just before
-		if err := a.storage.Delete(ctx, jobKey(rec.ID)); err != nil {
-			return a.storageFailure(rec.ID, err)
-		}
-		registry.subStored(stored)
-	case rec.Status == statusRunning:
-		// Running on another instance: leave a marker that its refresh
-		// picks up (within one refresh period) to cancel the job, and
-		// remove the record so that no instance serves it meanwhile.
-		if err := a.storage.Store(ctx, jobCancelKey(rec.ID), []byte(time.Now().UTC().Format(time.RFC3339))); err != nil {
-			return a.storageFailure(rec.ID, err)
-		}
-		if err := a.storage.Delete(ctx, jobStatusKey(rec.ID)); err != nil {
-			return a.storageFailure(rec.ID, err)
-		}
-	default:
-		if err := a.storage.Delete(ctx, jobKey(rec.ID)); err != nil {
-			return a.storageFailure(rec.ID, err)
-		}
-		registry.subStored(rec.ResultSize)
-		asyncOutcomes.WithLabelValues("deleted").Inc()
+// deleteJob deletes what is stored of a job, under the job's lock, so
+// that a running job, here or on another instance, stores nothing after
+// (state.go); a job running here has its handlers' context cancelled at
+// once, one running elsewhere at its next refresh or when it commits.
+func (a *Config) deleteJob(ctx context.Context, w http.ResponseWriter, r *http.Request, rec jobRecord, local *job) error {
+	id := rec.ID
+	found, err := deleteJobFolder(ctx, a.storage, id)
+	if err != nil {
+		return a.storageFailure(id, err)
 	}
+	if !found {
+		return notFound(w, r) // deleted meanwhile
+	}
+	if local != nil {
+		local.stopHandlers(errDeleted)
+	}
+	if rec.Status == statusRunning {
+		a.emitRecord(EventJobCanceled, rec, statusCanceled, errDeleted.Error()) // events.go
+	}
+	asyncOutcomes.WithLabelValues("deleted").Inc()
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }

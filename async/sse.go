@@ -135,8 +135,7 @@ func (f *jobFollower) follow(ctx context.Context, changed func(jobRecord) error,
 	}
 }
 
-// reload reads the record from storage; false when it is gone (deleted, or
-// a DELETE on another instance left its cancel marker).
+// reload reads the record from storage; false when it is gone (a DELETE).
 func (f *jobFollower) reload(ctx context.Context) bool {
 	rec, err := loadJobRecord(ctx, f.a.storage, f.rec.ID)
 	if errors.Is(err, errNoRecord) {
@@ -148,9 +147,16 @@ func (f *jobFollower) reload(ctx context.Context) bool {
 		}
 		return true // keep the last state; the next period tries again
 	}
-	rec = rec.view(time.Now())
-	if rec.Status == statusRunning && f.a.storage.Exists(ctx, jobCancelKey(rec.ID)) {
-		return false
+	if rec.Status == statusRunning && rec.lostAt().Before(time.Now()) {
+		// As the monitor does: the first instance to see a job not
+		// refreshed for three periods ends it (state.go).
+		rec, err = declareLost(ctx, f.a.storage, rec.ID)
+		if errors.Is(err, errGone) {
+			return false
+		}
+		if err != nil {
+			return true
+		}
 	}
 	f.rec = rec
 	return true

@@ -1,7 +1,6 @@
 package async
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -18,8 +17,9 @@ import (
 // Storage layout, under a prefix of the module's own in Caddy's storage:
 //
 //	processing/jobs/<id>/status.json  the job record (jobRecord)
-//	processing/jobs/<id>/result       the recorded response (encodeResult)
-//	processing/jobs/<id>/cancel       a DELETE made on another instance
+//	processing/jobs/<id>/result       the recorded response's head (result.go)
+//	processing/jobs/<id>/body/<n>     its body, in pieces (result.go)
+//	processing/stored.json            the cluster's stored result bytes (stored.go)
 //
 // Keys are written whole (certmagic's Store replaces a value at once; the
 // file_system storage writes a temporary file and renames it), so a reader
@@ -29,7 +29,7 @@ const jobsPrefix = "processing/jobs"
 func jobKey(id string) string       { return path.Join(jobsPrefix, id) }
 func jobStatusKey(id string) string { return path.Join(jobsPrefix, id, "status.json") }
 func jobResultKey(id string) string { return path.Join(jobsPrefix, id, "result") }
-func jobCancelKey(id string) string { return path.Join(jobsPrefix, id, "cancel") }
+func jobBodyKey(id string) string   { return path.Join(jobsPrefix, id, "body") }
 
 // Job states, the values of Microsoft's REST API guidelines for
 // long-running operations.
@@ -61,8 +61,8 @@ type jobRecord struct {
 	Refresh time.Duration `json:"refresh"`
 	// Keep is how long the job stays after it ended.
 	Keep time.Duration `json:"keep"`
-	// Auth is the hex SHA-256 of the id and the submitter's Authorization
-	// value, empty when it sent none (see authHash).
+	// Auth is the hex SHA-256 of the id, the submitter's Authorization and
+	// its bind values, empty when it had none (see bindingHash).
 	Auth       string `json:"auth,omitempty"`
 	ResultSize int64  `json:"result_size,omitempty"`
 	Method     string `json:"method"`
@@ -72,28 +72,9 @@ type jobRecord struct {
 	Progress string `json:"progress,omitempty"`
 }
 
-// view is the record as a client should see it at now: a running job that
-// has not been refreshed for three periods is reported failed, lost.
-func (rec jobRecord) view(now time.Time) jobRecord {
-	if rec.Status == statusRunning && rec.lostAt().Before(now) {
-		rec.Status, rec.Reason = statusFailed, reasonLost
-		rec.Ended = rec.lostAt()
-	}
-	return rec
-}
-
 // lostAt is when a running job counts as lost.
 func (rec jobRecord) lostAt() time.Time {
 	return rec.Updated.Add(3 * rec.Refresh)
-}
-
-// expiry is when an ended job's record goes; ok is false while it runs.
-func (rec jobRecord) expiry() (time.Time, bool) {
-	v := rec.view(time.Now())
-	if v.Status == statusRunning {
-		return time.Time{}, false
-	}
-	return v.Ended.Add(rec.Keep), true
 }
 
 // publicStatus is the JSON body of the 202 and of the status monitor.
@@ -170,43 +151,6 @@ func listJobIDs(ctx context.Context, storage certmagic.Storage) ([]string, error
 		}
 	}
 	return ids, nil
-}
-
-// recordedResponse is a job's final response as the handlers wrote it.
-type recordedResponse struct {
-	Status int         `json:"status"`
-	Header http.Header `json:"header"`
-	Body   []byte      `json:"-"`
-}
-
-// encodeResult stores a response as one line of JSON (status and header)
-// followed by the body's bytes as they are: no base64, so a stored result
-// is hardly larger than the response.
-func encodeResult(res recordedResponse) ([]byte, error) {
-	head, err := json.Marshal(res)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]byte, 0, len(head)+1+len(res.Body))
-	out = append(out, head...)
-	out = append(out, '\n')
-	return append(out, res.Body...), nil
-}
-
-func decodeResult(b []byte) (recordedResponse, error) {
-	var res recordedResponse
-	head, body, ok := bytes.Cut(b, []byte("\n"))
-	if !ok {
-		return res, errors.New("stored result has no header line")
-	}
-	if err := json.Unmarshal(head, &res); err != nil {
-		return res, err
-	}
-	if res.Status < 200 || res.Status > 999 {
-		return res, fmt.Errorf("stored result has status %d", res.Status)
-	}
-	res.Body = body
-	return res, nil
 }
 
 // hopByHop are the fields that describe one connection, not the response

@@ -86,7 +86,9 @@ func asyncClientSite(t *testing.T) (base string, accepted func() float64) {
 	harness.SetBehaviour(t, "async_echo", asyncEchoSlow(2500*time.Millisecond))
 	base, _ = harness.StartAsync(t, "async_echo", "wait 200ms")
 	before := harness.CounterValue(t, "caddy_http_processing_async_jobs_total", "outcome", "succeeded")
-	return base, func() float64 { return harness.CounterValue(t, "caddy_http_processing_async_jobs_total", "outcome", "succeeded") - before }
+	return base, func() float64 {
+		return harness.CounterValue(t, "caddy_http_processing_async_jobs_total", "outcome", "succeeded") - before
+	}
 }
 
 func TestAsyncPythonRequestsReadmeExample(t *testing.T) {
@@ -223,5 +225,49 @@ http://127.0.0.1:{PORT} {
 	})
 	if got != len(want) {
 		t.Errorf("%d files copied, want %d", got, len(want))
+	}
+}
+
+// TestAsyncRefusalReadByCurlAndRequests: a body over max_body is refused
+// with 413, and curl and Python's requests, which send the whole body
+// before they read (requests) or while they read (curl), see the 413
+// rather than a reset, with a Content-Length and with a chunked body. On
+// loopback here both read it even without the read-and-discard (only Go's
+// client lost it, TestAsyncRefusalReadByGoClient): this guards against a
+// refusal that breaks them, not the reset itself.
+func TestAsyncRefusalReadByCurlAndRequests(t *testing.T) {
+	clNeedPrograms(t, "curl")
+	python := asyncPython(t)
+	harness.SetBehaviour(t, "async_refuse", asyncEchoSlow(10*time.Millisecond))
+	base, _ := harness.StartAsync(t, "async_refuse", "max_body 1MiB")
+	dir := t.TempDir()
+	file := filepath.Join(dir, "body")
+	if err := os.WriteFile(file, bytes.Repeat([]byte("0123456789abcdef"), (8<<20)/16), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, chunked := range []string{"", "Transfer-Encoding: chunked"} {
+		args := []string{"-sS", "-o", "/dev/null", "-w", "%{http_code}", "-H", "Prefer: respond-async", "-H", "Expect:", "--data-binary", "@" + file}
+		if chunked != "" {
+			args = append(args, "-H", chunked)
+		}
+		out, stderr, err := clRun(t, dir, "", nil, "curl", append(args, base+"/convert")...)
+		if err != nil || strings.TrimSpace(out) != "413" {
+			t.Errorf("curl %q: %q %v %s, want 413", chunked, out, err, stderr)
+		}
+	}
+	script := `import sys, requests
+data = open(sys.argv[2], "rb").read()
+r = requests.post(sys.argv[1], data=data, headers={"Prefer": "respond-async"})
+print(r.status_code)
+r = requests.post(sys.argv[1], data=iter([data]), headers={"Prefer": "respond-async"})
+print(r.status_code)
+`
+	py := filepath.Join(dir, "refused.py")
+	if err := os.WriteFile(py, []byte(script), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, stderr, err := clRun(t, dir, "", nil, python, py, base+"/convert", file)
+	if err != nil || strings.Fields(out) == nil || strings.Join(strings.Fields(out), " ") != "413 413" {
+		t.Errorf("requests: %q %v %s, want 413 twice", out, err, stderr)
 	}
 }

@@ -500,6 +500,58 @@ func RawRequest(t testing.TB, address, req string, opts ...RawOption) *RawRespon
 	return res
 }
 
+// RawUpload writes head on a fresh connection, then body in pieces evenly
+// spread over spread, while it reads the response, so that each interim's
+// At is when it arrived. With Expect: 100-continue in head, the body waits
+// for the 100 Continue, which must be the first thing the server sends and
+// is not among the interims. lastWrite is when the last piece began to be
+// written, since head was: the server cannot have the whole body before
+// then.
+func RawUpload(address, head string, body []byte, pieces int, spread time.Duration) (res *RawResponse, lastWrite time.Duration, err error) {
+	conn, err := DialRaw(address)
+	if err != nil {
+		return &RawResponse{}, 0, err
+	}
+	defer conn.Close()
+	start := time.Now()
+	if _, err := io.WriteString(conn, head); err != nil {
+		return &RawResponse{}, 0, err
+	}
+	br := bufio.NewReader(conn)
+	if strings.Contains(strings.ToLower(head), "\r\nexpect: 100-continue\r\n") {
+		var wire bytes.Buffer
+		if err := readRawLines(br, &wire); err != nil {
+			return &RawResponse{Wire: wire.Bytes()}, 0, err
+		}
+		if !strings.HasPrefix(wire.String(), "HTTP/1.1 100 Continue\r\n") {
+			return &RawResponse{Wire: wire.Bytes()}, 0, fmt.Errorf("got %q before the body, want 100 Continue", wire.String())
+		}
+	}
+	written := make(chan error, 1)
+	go func() {
+		size := (len(body) + pieces - 1) / pieces
+		for i := 0; i < len(body); i += size {
+			if i > 0 {
+				time.Sleep(spread / time.Duration(pieces))
+			}
+			if i+size >= len(body) {
+				lastWrite = time.Since(start)
+			}
+			if _, err := conn.Write(body[i:min(i+size, len(body))]); err != nil {
+				written <- err
+				return
+			}
+		}
+		written <- nil
+	}()
+	res, err = ReadRawResponse(br, start, false)
+	res.Elapsed = time.Since(start)
+	if werr := <-written; err == nil && werr != nil {
+		err = fmt.Errorf("writing the body: %w", werr)
+	}
+	return res, lastWrite, err
+}
+
 // IsConnReset reports a connection the server reset after answering, as Go
 // does when it closes with unread request bytes.
 func IsConnReset(err error) bool {

@@ -4,7 +4,10 @@
 // "respond-async" and "wait".
 package prefer
 
-import "strings"
+import (
+	"slices"
+	"strings"
+)
 
 // Preference is one preference of a Prefer header field (RFC 7240 §2):
 // its name, lower-cased (names are compared case-insensitively), and its
@@ -47,13 +50,22 @@ func Parse(lines []string) []Preference {
 	return prefs
 }
 
-// parsePreferLine parses one field line; ok is false if it is malformed.
+// parseLine parses one field line; ok is false if it is malformed.
 func parseLine(s string) (prefs []Preference, ok bool) {
+	prefs, _, ok = parseLineSpans(s)
+	return prefs, ok
+}
+
+// span is where one preference, its parameters included, is in its line.
+type span struct{ start, end int }
+
+// parseLineSpans is parseLine that also says where each preference is.
+func parseLineSpans(s string) (prefs []Preference, spans []span, ok bool) {
 	i := 0
 	for {
 		i = skipOWS(s, i)
 		if i == len(s) {
-			return prefs, true
+			return prefs, spans, true
 		}
 		if s[i] == ',' { // an empty list element
 			i++
@@ -61,16 +73,18 @@ func parseLine(s string) (prefs []Preference, ok bool) {
 		}
 		var p Preference
 		var name string
+		start := i
 		name, i = readToken(s, i)
 		if name == "" {
-			return nil, false
+			return nil, nil, false
 		}
 		p.Name = strings.ToLower(name)
 		var valid bool
 		p.Value, i, valid = readOptionalValue(s, i)
 		if !valid {
-			return nil, false
+			return nil, nil, false
 		}
+		end := i
 		// Parameters: *( OWS ";" [ OWS parameter ] ).
 		for {
 			j := skipOWS(s, i)
@@ -78,21 +92,26 @@ func parseLine(s string) (prefs []Preference, ok bool) {
 				i = j
 				break
 			}
+			semicolon := j
 			j = skipOWS(s, j+1)
 			if j < len(s) && isTokenChar(s[j]) {
 				_, j = readToken(s, j)
 				if _, j, valid = readOptionalValue(s, j); !valid {
-					return nil, false
+					return nil, nil, false
 				}
+				end = j
+			} else {
+				end = semicolon + 1 // an empty parameter: the ";" alone
 			}
 			i = j
 		}
 		prefs = append(prefs, p)
+		spans = append(spans, span{start, end})
 		if i == len(s) {
-			return prefs, true
+			return prefs, spans, true
 		}
 		if s[i] != ',' {
-			return nil, false
+			return nil, nil, false
 		}
 		i++
 	}
@@ -181,4 +200,35 @@ func Has(lines []string, name string) bool {
 		}
 	}
 	return false
+}
+
+// Without returns the Prefer field lines with every preference named in
+// names (lower-case) taken out, the others as the client wrote them, their
+// parameters included: a server passes on the preferences it did not apply
+// (RFC 7240 §2 lets each recipient honour or ignore each one). A line that
+// does not parse is kept whole, since none of it was applied; a line left
+// with no preference is dropped. It returns nil when no line is left.
+func Without(lines []string, names ...string) []string {
+	var out []string
+	for _, line := range lines {
+		prefs, spans, ok := parseLineSpans(line)
+		if !ok {
+			out = append(out, line)
+			continue
+		}
+		var b strings.Builder
+		for i, p := range prefs {
+			if slices.Contains(names, p.Name) {
+				continue
+			}
+			if b.Len() > 0 {
+				b.WriteString(", ")
+			}
+			b.WriteString(line[spans[i].start:spans[i].end])
+		}
+		if b.Len() > 0 {
+			out = append(out, b.String())
+		}
+	}
+	return out
 }

@@ -63,5 +63,47 @@ func FuzzParse(f *testing.F) {
 				}
 			}
 		}
+		// Without takes out exactly the named preferences: what is left
+		// parses to the others, in order, with their values.
+		rest := Parse(Without([]string{s}, "respond-async", "wait"))
+		var want []Preference
+		if _, ok := parseLine(s); ok {
+			for _, p := range prefs {
+				if p.Name != "respond-async" && p.Name != "wait" {
+					want = append(want, p)
+				}
+			}
+		} else {
+			want = prefs // nil: a malformed line is kept as written, still malformed
+		}
+		if len(rest) != len(want) {
+			t.Fatalf("Without(%q) parses to %+v, want %+v", s, rest, want)
+		}
+		for i := range want {
+			if rest[i] != want[i] {
+				t.Fatalf("Without(%q) parses to %+v, want %+v", s, rest, want)
+			}
+		}
 	})
+}
+
+func TestWithoutKeepsWhatWasNotApplied(t *testing.T) {
+	for _, tc := range []struct {
+		lines []string
+		want  []string
+	}{
+		{[]string{"respond-async, return=minimal, handling=lenient"}, []string{"return=minimal, handling=lenient"}},
+		{[]string{"respond-async, wait=10"}, nil},
+		{[]string{"Respond-Async;x=1, return=minimal; a=\"b, c\" ;", "wait=5"}, []string{"return=minimal; a=\"b, c\" ;"}},
+		{[]string{"respond-async", "return=minimal"}, []string{"return=minimal"}},
+		// A malformed line was not applied: it goes on whole.
+		{[]string{"respond-async wait=1", "respond-async, processing"}, []string{"respond-async wait=1", "processing"}},
+		{[]string{",, foo ,"}, []string{"foo"}},
+		{nil, nil},
+	} {
+		got := Without(tc.lines, "respond-async", "wait")
+		if strings.Join(got, "|") != strings.Join(tc.want, "|") || (got == nil) != (tc.want == nil) {
+			t.Errorf("Without(%q) = %q, want %q", tc.lines, got, tc.want)
+		}
+	}
 }

@@ -6,6 +6,7 @@ package main
 
 import (
 	"fmt"
+	"math"
 	"os/exec"
 	"regexp"
 	"slices"
@@ -56,8 +57,11 @@ type rpsReport struct {
 	// TotalRatio divides the sums of all runs.
 	MedianRatio float64 `json:"median_ratio"`
 	TotalRatio  float64 `json:"total_ratio"`
-	// MedianCPURatio is the median of the rounds' CPU ratios.
-	MedianCPURatio float64 `json:"median_cpu_ratio"`
+	// MedianCPURatio is the median of the rounds' CPU ratios, and
+	// GeoMeanCPURatio their geometric mean: the mean of ratios that
+	// treats a round 2 % up and one 2 % down as no change.
+	MedianCPURatio  float64 `json:"median_cpu_ratio"`
+	GeoMeanCPURatio float64 `json:"geomean_cpu_ratio"`
 	// OtherMedians are the medians of the other sides' ratios.
 	OtherMedians map[string]rpsMedians `json:"other_medians,omitempty"`
 	// Simultaneous rounds load both sides at once (see runRPS).
@@ -67,8 +71,9 @@ type rpsReport struct {
 }
 
 type rpsMedians struct {
-	Ratio    float64 `json:"median_ratio"`
-	CPURatio float64 `json:"median_cpu_ratio"`
+	Ratio           float64 `json:"median_ratio"`
+	CPURatio        float64 `json:"median_cpu_ratio"`
+	GeoMeanCPURatio float64 `json:"geomean_cpu_ratio"`
 }
 
 var (
@@ -186,9 +191,9 @@ http://127.0.0.1:%d {
 		if rep.OtherMedians == nil {
 			rep.OtherMedians = map[string]rpsMedians{}
 		}
-		m := rpsMedians{Ratio: medianRatio(ratios), CPURatio: medianRatio(cpuRatios)}
+		m := rpsMedians{Ratio: medianRatio(ratios), CPURatio: medianRatio(cpuRatios), GeoMeanCPURatio: geoMeanRatio(cpuRatios)}
 		rep.OtherMedians[name] = m
-		logf.Printf("rps %s (%s): %s against without: median ratio %.4f, median CPU ratio %.4f", proto, rep.Tool, name, m.Ratio, m.CPURatio)
+		logf.Printf("rps %s (%s): %s against without: median ratio %.4f, CPU ratio median %.4f, geometric mean %.4f", proto, rep.Tool, name, m.Ratio, m.CPURatio, m.GeoMeanCPURatio)
 	}
 	// Simultaneous rounds: both sides under load at once, by two clients
 	// with half the connections each. Both see exactly the same noise
@@ -226,11 +231,24 @@ http://127.0.0.1:%d {
 		cpuRatios[i].Ratio = r.CPURatio
 	}
 	rep.MedianCPURatio = medianRatio(cpuRatios)
+	rep.GeoMeanCPURatio = geoMeanRatio(cpuRatios)
 	rep.TotalRatio = sumWith / sumWithout
 	rep.LoadAvg = loadavg()
-	logf.Printf("rps %s (%s): alternated: median ratio %.4f, total ratio %.4f, median CPU ratio %.4f; simultaneous: median ratio %.4f",
-		proto, rep.Tool, rep.MedianRatio, rep.TotalRatio, rep.MedianCPURatio, rep.SimultaneousMedian)
+	logf.Printf("rps %s (%s): alternated: median ratio %.4f, total ratio %.4f, CPU ratio median %.4f, geometric mean %.4f; simultaneous: median ratio %.4f",
+		proto, rep.Tool, rep.MedianRatio, rep.TotalRatio, rep.MedianCPURatio, rep.GeoMeanCPURatio, rep.SimultaneousMedian)
 	return rep, nil
+}
+
+// geoMeanRatio is the geometric mean of the rounds' ratios.
+func geoMeanRatio(rounds []rpsRound) float64 {
+	if len(rounds) == 0 {
+		return 0
+	}
+	var sum float64
+	for _, r := range rounds {
+		sum += math.Log(r.Ratio)
+	}
+	return math.Exp(sum / float64(len(rounds)))
 }
 
 func medianRatio(rounds []rpsRound) float64 {
