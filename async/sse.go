@@ -81,15 +81,20 @@ func (f *jobFollower) follow(ctx context.Context, changed func(jobRecord) error,
 	}
 	keep := time.NewTicker(f.a.interimInterval())
 	defer keep.Stop()
+	var pollT *time.Ticker
 	var poll <-chan time.Time
+	defer func() {
+		if pollT != nil {
+			pollT.Stop()
+		}
+	}()
 	for {
 		before := f.key()
 		var progressed, jobEnded <-chan struct{}
-		if f.local == nil && poll == nil {
+		if f.local == nil && pollT == nil {
 			// The running instance writes the record every refresh.
-			t := time.NewTicker(max(f.rec.Refresh, 10*time.Millisecond))
-			defer t.Stop()
-			poll = t.C
+			pollT = time.NewTicker(max(f.rec.Refresh, 10*time.Millisecond))
+			poll = pollT.C
 		}
 		if f.local != nil {
 			// The value read with the channel, not only on its wake-up:
