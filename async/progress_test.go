@@ -17,6 +17,7 @@ import (
 	"net/textproto"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -674,5 +675,73 @@ func TestJobLifeEmitsEvents(t *testing.T) {
 				t.Errorf("start event's data %v", evs[0].Data)
 			}
 		})
+	}
+}
+
+// goroutineIn reports whether some goroutine is inside fn, by the stacks
+// of all goroutines.
+func goroutineIn(fn string) bool {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			return strings.Contains(string(buf[:n]), fn)
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+}
+
+// TestFollowersEndWithTheirClient: an event stream, a wait on the status
+// document and a waiting submitter each end when their client leaves,
+// while the job runs on.
+func TestFollowersEndWithTheirClient(t *testing.T) {
+	job := newSteppedJob(nil)
+	harness.SetBehaviour(t, "progress_leaving", job.serve)
+	base, _, _ := progressSite(t, "progress_leaving", "wait 100ms", "")
+	loc, _ := harness.SubmitAsync(t, base, "POST", "/x", nil)
+
+	for _, c := range []struct {
+		name, fn string
+		start    func(ctx context.Context)
+	}{
+		{"event stream", "async.(*Config).serveEvents", func(ctx context.Context) {
+			req, _ := http.NewRequestWithContext(ctx, "GET", base+loc, nil)
+			req.Header.Set("Accept", "text/event-stream")
+			if res, err := harness.AsyncClient().Do(req); err == nil {
+				_, _ = io.Copy(io.Discard, res.Body)
+				res.Body.Close()
+			}
+		}},
+		{"status document", "async.(*Config).waitOnMonitor", func(ctx context.Context) {
+			req, _ := http.NewRequestWithContext(ctx, "GET", base+loc, nil)
+			req.Header.Set("Prefer", "processing")
+			if res, err := harness.AsyncClient().Do(req); err == nil {
+				res.Body.Close()
+			}
+		}},
+		{"submitter", "async.(*job).answerWithInterims", func(ctx context.Context) {
+			req, _ := http.NewRequestWithContext(ctx, "POST", base+"/y", nil)
+			req.Header.Set("Prefer", "processing")
+			if res, err := harness.AsyncClient().Do(req); err == nil {
+				res.Body.Close()
+			}
+		}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				c.start(ctx)
+			}()
+			harness.Eventually(t, c.fn+" to run", func() bool { return goroutineIn(c.fn) })
+			cancel()
+			<-done
+			harness.Eventually(t, c.fn+" to end", func() bool { return !goroutineIn(c.fn) })
+		})
+	}
+	close(job.release) // both jobs answer
+	if res := harness.ResultOf(t, base, loc); res.Status != http.StatusCreated {
+		t.Errorf("the job after its followers left: %d %q", res.Status, res.Body)
 	}
 }
