@@ -38,7 +38,9 @@ const (
 )
 
 // Config turns a request carrying `Prefer: respond-async` into a job
-// whose status and result a client polls at a monitor URL.
+// whose status and result a client polls at a monitor URL, follows as an
+// event stream, or waits for with `Prefer: processing` (progress.go,
+// sse.go).
 type Config struct {
 	// How long a request waits for its job before the client gets
 	// `202 Accepted`. A client's `Prefer: wait=N` (RFC 7240 §4.3) lowers it
