@@ -745,3 +745,40 @@ func TestFollowersEndWithTheirClient(t *testing.T) {
 		t.Errorf("the job after its followers left: %d %q", res.Status, res.Body)
 	}
 }
+
+// TestProcessingMaxBoundsAsyncInterims: the processing handler's max
+// bounds the 102s of a waiting submitter, those sent at a new Progress
+// included.
+func TestProcessingMaxBoundsAsyncInterims(t *testing.T) {
+	job := newSteppedJob([]string{"1/3"}, []string{"2/3"}, []string{"3/3"})
+	harness.SetBehaviour(t, "progress_max", job.serve)
+	dir := harness.StorageDir(t)
+	port, _ := harness.StartCaddyGlobal(t, harness.AsyncGlobal(dir, ""), `
+http://127.0.0.1:{PORT} {
+	processing {
+		interval 1h
+		max 2
+		async {
+			wait 100ms
+		}
+	}
+	test_work progress_max
+}
+`)
+	base := fmt.Sprintf("http://127.0.0.1:%d", port)
+	iw, done := goTraced(t, harness.AsyncClient(), "POST", base+"/x", "Prefer", "processing")
+	loc := iw.location(t)
+	job.release <- struct{}{}
+	iw.waitFor(t, "Progress 2/3", func(h http.Header) bool { return h.Get("Progress") == "2/3" })
+	job.release <- struct{}{}
+	harness.Eventually(t, "the job to report 3/3", func() bool {
+		return harness.AsyncDo(t, "GET", base+loc, nil).JSON(t).Progress == "3/3"
+	})
+	job.release <- struct{}{}
+	if res := <-done; res.status != http.StatusCreated {
+		t.Fatalf("final: %d %q %v", res.status, res.body, res.err)
+	}
+	if n := len(iw.all()); n != 2 {
+		t.Errorf("%d 102s with max 2: %v", n, iw.all())
+	}
+}
