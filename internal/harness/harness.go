@@ -11,6 +11,7 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -88,15 +89,23 @@ func (testWork) CaddyModule() caddy.ModuleInfo {
 	return caddy.ModuleInfo{ID: "http.handlers.test_work", New: func() caddy.Module { return new(testWork) }}
 }
 
-func (tw testWork) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
+func (tw testWork) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	behavioursMu.Lock()
 	fn := behaviours[tw.Name]
 	behavioursMu.Unlock()
 	if fn == nil {
 		return caddyhttp.Error(http.StatusNotFound, fmt.Errorf("no behaviour %q", tw.Name))
 	}
-	return fn(w, r)
+	if err := fn(w, r); err != ErrNext {
+		return err
+	}
+	return next.ServeHTTP(w, r)
 }
+
+// ErrNext is what a behaviour returns to hand the request on to the
+// handlers after `test_work` in the route (file_server, reverse_proxy), with
+// the writer it was given: it then stands for work done before them.
+var ErrNext = errors.New("test_work: on to the next handler")
 
 func init() {
 	caddy.RegisterModule(testWork{})
@@ -119,6 +128,56 @@ func SleepThen(d time.Duration, body string) caddyhttp.HandlerFunc {
 		case <-time.After(d):
 		case <-r.Context().Done():
 			return r.Context().Err()
+		}
+		w.Header().Set("Content-Type", "text/plain")
+		_, err := io.WriteString(w, body)
+		return err
+	}
+}
+
+// InterimCountVar is the request variable that holds how many 102s the
+// module sent for the request (processing.InterimCountVar; the harness
+// cannot import the module).
+const InterimCountVar = "processing.interim_count"
+
+// InterimsSoFar is how many 102s the module has sent for r so far, as its
+// request variable says (it prints as its digits); 0 before the module ran.
+func InterimsSoFar(r *http.Request) int {
+	v := caddyhttp.GetVar(r.Context(), InterimCountVar)
+	if v == nil {
+		return 0
+	}
+	n, _ := strconv.Atoi(fmt.Sprint(v))
+	return n
+}
+
+// AwaitInterims waits until the module has sent n 102s for r: the signal a
+// behaviour waits for instead of sleeping through a guessed number of
+// intervals. It gives up when the client goes or after RawDeadline.
+func AwaitInterims(r *http.Request, n int) error {
+	deadline := time.NewTimer(RawDeadline)
+	defer deadline.Stop()
+	poll := time.NewTicker(time.Millisecond)
+	defer poll.Stop()
+	for InterimsSoFar(r) < n {
+		select {
+		case <-poll.C:
+		case <-r.Context().Done():
+			return r.Context().Err()
+		case <-deadline.C:
+			return fmt.Errorf("%d of %d 102s sent before the deadline", InterimsSoFar(r), n)
+		}
+	}
+	return nil
+}
+
+// AfterInterims returns a behaviour that answers 200 with body once n 102s
+// went out for the request: the count is the test's, not the machine's
+// speed.
+func AfterInterims(n int, body string) caddyhttp.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		if err := AwaitInterims(r, n); err != nil {
+			return err
 		}
 		w.Header().Set("Content-Type", "text/plain")
 		_, err := io.WriteString(w, body)
