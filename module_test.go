@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -124,21 +125,42 @@ http://127.0.0.1:{PORT} {
 	}
 }
 
+// TestInterimCarriesOnlyConfiguredHeaders: every 102 carries the
+// configured fields and nothing else, whenever the next handler set its own:
+// before the first 102, between two of them, or after several; and the
+// final response carries all the next handler's fields and none of the
+// 102s'.
 func TestInterimCarriesOnlyConfiguredHeaders(t *testing.T) {
 	// An upstream that sets a cookie at once and answers late, behind
 	// reverse_proxy; the route's own header directive and a handler that
 	// sets fields at once add more that must not leak either.
-	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Set-Cookie", "session=secret")
-		time.Sleep(700 * time.Millisecond)
-		io.WriteString(w, "from upstream")
-	}))
-	defer upstream.Close()
+	upstream := harness.SlowUpstream(t, 700*time.Millisecond, "from upstream", "Set-Cookie: session=secret")
 	harness.SetBehaviour(t, "leaky", func(w http.ResponseWriter, r *http.Request) error {
 		w.Header().Set("Set-Cookie", "local=secret")
 		w.Header().Set("X-Internal", "do-not-leak")
-		time.Sleep(700 * time.Millisecond)
+		if err := harness.AwaitInterims(r, 3); err != nil {
+			return err
+		}
 		_, err := io.WriteString(w, "from handler")
+		return err
+	})
+	// A handler that sets a field, waits for a 102 to go out, sets the
+	// next, and so on: each field is set while 102s are going out, and
+	// the 102s after it must not carry it.
+	const steps = 4
+	harness.SetBehaviour(t, "between", func(w http.ResponseWriter, r *http.Request) error {
+		w.Header().Set("Set-Cookie", "step=secret")
+		for i := range steps {
+			if err := harness.AwaitInterims(r, i+1); err != nil {
+				return err
+			}
+			w.Header().Set(fmt.Sprintf("X-Step-%d", i), "do-not-leak")
+			w.Header().Add("Set-Cookie", fmt.Sprintf("step%d=secret", i))
+		}
+		if err := harness.AwaitInterims(r, steps+1); err != nil {
+			return err
+		}
+		_, err := io.WriteString(w, "from steps")
 		return err
 	})
 	port, _ := harness.StartCaddy(t, `
@@ -151,14 +173,24 @@ http://127.0.0.1:{PORT} {
 	}
 	header X-Route "set by header directive"
 	handle /proxy {
-		reverse_proxy `+strings.TrimPrefix(upstream.URL, "http://")+`
+		reverse_proxy `+upstream+`
+	}
+	handle /between {
+		test_work between
 	}
 	test_work leaky
 }
 `)
-	for _, tc := range []struct{ path, cookie, body string }{
-		{"/proxy", "session=secret", "from upstream"},
-		{"/local", "local=secret", "from handler"},
+	for _, tc := range []struct {
+		path    string
+		cookies []string
+		fields  []string // set by the next handler, wanted on the final response
+		body    string
+	}{
+		{"/proxy", []string{"session=secret"}, nil, "from upstream"},
+		{"/local", []string{"local=secret"}, []string{"X-Internal"}, "from handler"},
+		{"/between", []string{"step=secret", "step0=secret", "step1=secret", "step2=secret", "step3=secret"},
+			[]string{"X-Step-0", "X-Step-1", "X-Step-2", "X-Step-3"}, "from steps"},
 	} {
 		t.Run(tc.path, func(t *testing.T) {
 			res := harness.RawRequest(t, harness.Loopback(port), harness.RawGet(tc.path))
@@ -175,8 +207,13 @@ http://127.0.0.1:{PORT} {
 			if res.Status != 200 || string(res.Body) != tc.body {
 				t.Fatalf("final %d %q", res.Status, res.Body)
 			}
-			if got := res.Header.Get("Set-Cookie"); got != tc.cookie {
-				t.Errorf("final Set-Cookie %q, want %q", got, tc.cookie)
+			if got := res.Header.Values("Set-Cookie"); !slices.Equal(got, tc.cookies) {
+				t.Errorf("final Set-Cookie %q, want %q", got, tc.cookies)
+			}
+			for _, f := range tc.fields {
+				if res.Header.Get(f) == "" {
+					t.Errorf("final response lacks %s: %v", f, res.Header)
+				}
 			}
 			// reverse_proxy swaps Caddy's Server field for Via.
 			if (res.Header.Get("Server") != "Caddy" && res.Header.Get("Via") != "1.1 Caddy") || res.Header.Get("X-Route") == "" {

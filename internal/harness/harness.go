@@ -16,6 +16,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/http/httptrace"
 	"net/textproto"
 	"os"
@@ -825,4 +826,36 @@ func WithTimeout(t testing.TB, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	t.Cleanup(cancel)
 	return ctx
+}
+
+// ---- upstreams -------------------------------------------------------------
+
+// Upstream serves h on a loopback port until the test ends, for
+// reverse_proxy to forward to, and returns its address. Its close waits
+// for every request it is serving (a hijacked connection is the handler's
+// to close).
+func Upstream(t testing.TB, h http.Handler) string {
+	t.Helper()
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	return srv.Listener.Addr().String()
+}
+
+// SlowUpstream is an Upstream that sets the given header fields ("Name:
+// value") at once, then waits d (or until the client goes) and answers 200
+// with body: the slow backend behind processing.
+func SlowUpstream(t testing.TB, d time.Duration, body string, fields ...string) string {
+	t.Helper()
+	return Upstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		for _, f := range fields {
+			name, value, _ := strings.Cut(f, ":")
+			w.Header().Add(name, strings.TrimSpace(value))
+		}
+		select {
+		case <-time.After(d):
+		case <-r.Context().Done():
+			return
+		}
+		_, _ = io.WriteString(w, body)
+	}))
 }
