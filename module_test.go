@@ -21,17 +21,38 @@ import (
 
 // TestInterimsWhileNextHandlerWorks: while the next handler works, 102s go
 // out on the grid delay + k × interval from the request's start: none
-// early, none systematically late.
+// early, none systematically late, and one that went out late (the wheel
+// held up) does not push the next ones back: they return to the grid,
+// skipping the slots already missed rather than sending them in a burst.
 func TestInterimsWhileNextHandlerWorks(t *testing.T) {
 	const delay, interval = 300 * time.Millisecond, 400 * time.Millisecond
 	harness.SetBehaviour(t, "slow", harness.AfterInterims(3, "done"))
+	// The second 102 of /stalled waits behind the held wheel until about
+	// lateDelay + stall, late by most of an interval.
+	const lateDelay, lateInterval, stall = 200 * time.Millisecond, 600 * time.Millisecond, 1100 * time.Millisecond
+	harness.SetBehaviour(t, "stalled", func(w http.ResponseWriter, r *http.Request) error {
+		if err := harness.AwaitInterims(r, 1); err != nil {
+			return err
+		}
+		holdWheel(t, stall)
+		return harness.AfterInterims(4, "done")(w, r)
+	})
 	port, _ := harness.StartCaddy(t, `
 http://127.0.0.1:{PORT} {
-	processing {
-		delay 300ms
-		interval 400ms
+	handle /stalled {
+		processing {
+			delay 200ms
+			interval 600ms
+		}
+		test_work stalled
 	}
-	test_work slow
+	handle {
+		processing {
+			delay 300ms
+			interval 400ms
+		}
+		test_work slow
+	}
 }
 `)
 	res := harness.RawRequest(t, harness.Loopback(port), harness.RawGet("/"))
@@ -53,6 +74,14 @@ http://127.0.0.1:{PORT} {
 		}
 	}
 
+	res = harness.RawRequest(t, harness.Loopback(port), harness.RawGet("/stalled"))
+	if res.Status != 200 || len(res.Interims) < 4 {
+		t.Fatalf("held wheel: %d with %d interims:\n%s", res.Status, len(res.Interims), res.Wire)
+	}
+	if late := res.Interims[1].At; late < lateDelay+stall-50*time.Millisecond {
+		t.Fatalf("the second 102 came after %v, not held up by the stalled wheel", late)
+	}
+	checkBackOnGrid(t, "held wheel", lateDelay, lateInterval, res.Interims[2].At, res.Interims[3].At)
 }
 
 // gridSlack is how late after its slot a 102 may arrive: the coalescing
@@ -60,6 +89,35 @@ http://127.0.0.1:{PORT} {
 // room to spare, yet less than any interval the grid tests use, so that a
 // schedule an interval late fails them.
 const gridSlack = maxGrid + 225*time.Millisecond
+
+// checkBackOnGrid checks that the 102s that came after a late one, at the
+// times at (since the request was sent), are each on a slot delay + k ×
+// interval: late by at most gridSlack, not by the late one's lateness.
+func checkBackOnGrid(t *testing.T, what string, delay, interval time.Duration, at ...time.Duration) {
+	t.Helper()
+	for _, a := range at {
+		if a < delay {
+			t.Errorf("%s: 102 at %v, before the delay", what, a)
+		} else if off := (a - delay) % interval; off > gridSlack {
+			t.Errorf("%s: a 102 after the late one came after %v, %v past the slot at %v: pushed back by the late one",
+				what, a, off, a-off)
+		}
+	}
+}
+
+// holdWheel holds the process's wheel for d, as a busy server might: no
+// 102 falls due meanwhile, and those due go out late, when it lets go.
+func holdWheel(t testing.TB, d time.Duration) {
+	wh, err := acquireWheel()
+	if err != nil {
+		t.Error(err)
+		return
+	}
+	defer releaseWheel()
+	wh.mu.Lock()
+	defer wh.mu.Unlock()
+	time.Sleep(d) // the stall is the test's input
+}
 
 func TestNoInterimForRequestFasterThanDelay(t *testing.T) {
 	harness.SetBehaviour(t, "quick", harness.SleepThen(20*time.Millisecond, "quick"))

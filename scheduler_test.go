@@ -412,16 +412,34 @@ func TestWheelNextFireQueuedBeforeTheLastReturned(t *testing.T) {
 // HTTP/2 connection fall due on the coalescing grid (interval/8, at most
 // maxGrid), which may make one later but never earlier than its slot
 // delay + k × interval, counted from when the client sent the request, and
-// never systematically later.
+// never systematically later. When the wheel was held up and every
+// stream's second 102 went out late, the next ones return to their slots.
 func TestHTTP2InterimsOnTheGridNeverEarly(t *testing.T) {
 	harness.SetBehaviour(t, "slow", harness.AfterInterims(3, "done"))
+	var holdOnce sync.Once
+	harness.SetBehaviour(t, "stalled", func(w http.ResponseWriter, r *http.Request) error {
+		if err := harness.AwaitInterims(r, 1); err != nil {
+			return err
+		}
+		holdOnce.Do(func() { holdWheel(t, 1100*time.Millisecond) })
+		return harness.AfterInterims(4, "done")(w, r)
+	})
 	port, _ := harness.StartCaddy(t, `
 http://127.0.0.1:{PORT} {
-	processing {
-		delay 300ms
-		interval 400ms
+	handle /stalled {
+		processing {
+			delay 200ms
+			interval 600ms
+		}
+		test_work stalled
 	}
-	test_work slow
+	handle {
+		processing {
+			delay 300ms
+			interval 400ms
+		}
+		test_work slow
+	}
 }
 `)
 	client := harness.H2CClient()
@@ -473,6 +491,16 @@ http://127.0.0.1:{PORT} {
 		}
 	}
 
+	for s, at := range streamInterims("/stalled") {
+		if len(at) < 4 {
+			t.Errorf("held wheel, stream %d: %d 102s, want 4", s, len(at))
+			continue
+		}
+		if at[1] < 1200*time.Millisecond {
+			t.Errorf("held wheel, stream %d: second 102 after %v, not held up", s, at[1])
+		}
+		checkBackOnGrid(t, fmt.Sprintf("held wheel, stream %d", s), 200*time.Millisecond, 600*time.Millisecond, at[2:]...)
+	}
 }
 
 // TestBlockedFiresHoldBackNoOtherFire: more fires due in one tick than
