@@ -13,6 +13,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -495,8 +496,24 @@ func TestDownstreamSeesOrdinaryResponseWriter(t *testing.T) {
 	}
 	wantSum := sha256.Sum256(big)
 
+	// Work before file_server: 102s go out, and file_server then gets the
+	// writer they went through.
+	var readerFrom atomic.Int32 // 1: file_server's writer is an io.ReaderFrom, 2: it is not
+	harness.SetBehaviour(t, "beforefile", func(w http.ResponseWriter, r *http.Request) error {
+		if err := harness.AwaitInterims(r, 2); err != nil {
+			return err
+		}
+		if _, ok := w.(io.ReaderFrom); ok {
+			readerFrom.Store(1)
+		} else {
+			readerFrom.Store(2)
+		}
+		return harness.ErrNext
+	})
 	harness.SetBehaviour(t, "servecontent", func(w http.ResponseWriter, r *http.Request) error {
-		time.Sleep(300 * time.Millisecond)
+		if err := harness.AwaitInterims(r, 2); err != nil {
+			return err
+		}
 		f, err := os.Open(filepath.Join(dir, "big.bin"))
 		if err != nil {
 			return err
@@ -508,7 +525,9 @@ func TestDownstreamSeesOrdinaryResponseWriter(t *testing.T) {
 	})
 	flushed := make(chan struct{})
 	harness.SetBehaviour(t, "flush", func(w http.ResponseWriter, r *http.Request) error {
-		time.Sleep(200 * time.Millisecond)
+		if err := harness.AwaitInterims(r, 2); err != nil {
+			return err
+		}
 		rc := http.NewResponseController(w)
 		// Reaches the connection through Unwrap.
 		if err := rc.SetWriteDeadline(time.Now().Add(time.Minute)); err != nil {
@@ -526,7 +545,9 @@ func TestDownstreamSeesOrdinaryResponseWriter(t *testing.T) {
 		return nil
 	})
 	harness.SetBehaviour(t, "hijack", func(w http.ResponseWriter, r *http.Request) error {
-		time.Sleep(200 * time.Millisecond)
+		if err := harness.AwaitInterims(r, 2); err != nil {
+			return err
+		}
 		conn, brw, err := http.NewResponseController(w).Hijack()
 		if err != nil {
 			return err
@@ -541,6 +562,7 @@ http://127.0.0.1:{PORT} {
 	handle /static/* {
 		uri strip_prefix /static
 		root * `+dir+`
+		test_work beforefile
 		file_server
 	}
 	handle /servecontent {
@@ -557,10 +579,16 @@ http://127.0.0.1:{PORT} {
 	get := func(path string) *harness.RawResponse {
 		return harness.RawRequest(t, harness.Loopback(port), harness.RawGet(path))
 	}
+	// file_server copies the file with io.Copy, which takes the writer's
+	// ReadFrom, and net/http's ReadFrom sends the file with sendfile(2):
+	// the module's writer must offer it after 102s went out too.
 	t.Run("file_server", func(t *testing.T) {
 		res := get("/static/big.bin")
-		if res.Status != 200 || sha256.Sum256(res.Body) != wantSum {
-			t.Fatalf("file_server: %d, %d bytes", res.Status, len(res.Body))
+		if res.Status != 200 || sha256.Sum256(res.Body) != wantSum || len(res.Interims) < 2 {
+			t.Fatalf("file_server: %d, %d bytes, %d interims", res.Status, len(res.Body), len(res.Interims))
+		}
+		if readerFrom.Load() != 1 {
+			t.Fatalf("the writer file_server got after 102s is not an io.ReaderFrom: no sendfile")
 		}
 	})
 	t.Run("ReadFrom", func(t *testing.T) {
