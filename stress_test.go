@@ -173,7 +173,7 @@ func TestMixedStressAllProtocols(t *testing.T) {
 		cases[i] = c
 	}
 
-	sentBefore := relInterimsSent(t)
+	sentBefore := harness.InterimsSent(t)
 	start := time.Now()
 	var (
 		wg        sync.WaitGroup
@@ -233,7 +233,7 @@ func TestMixedStressAllProtocols(t *testing.T) {
 	// Every 102 the module sent reached a client, and no client saw one
 	// the module did not count. That also holds when nothing was sent,
 	// so the 102s must be there too (see minSlow102).
-	if sent := relInterimsSent(t) - sentBefore; int64(sent) != seen102.Load() {
+	if sent := harness.InterimsSent(t) - sentBefore; int64(sent) != seen102.Load() {
 		t.Errorf("module sent %v 102s, clients saw %d", sent, seen102.Load())
 	}
 	if seen102.Load() == 0 {

@@ -1,9 +1,12 @@
 package harness
 
 import (
+	"sync"
 	"testing"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 )
 
 // InterimsSentMetric is the module's counter of the 102s it sent, labelled
@@ -11,15 +14,68 @@ import (
 const InterimsSentMetric = "caddy_http_processing_interim_responses_total"
 
 // InterimsSent is how many 102s the module has sent in this process (on
-// the given server, with "server", name), as the running config's metrics
-// registry holds the counter. It counts every 102 the module wrote, also
-// one that Go's servers drop without a byte on the wire (a 1xx after the
-// final status): compare it with what a client saw. Call it while a config
-// with the processing handler runs; the counter lives for the process, so
-// tests compare a value before with one after.
+// the given server, with "server", name). It counts every 102 the module
+// wrote, also one that Go's servers drop without a byte on the wire (a 1xx
+// after the final status): compare it with what a client saw. The counter
+// lives for the process, so tests compare a value before with one after.
+//
+// It reads the counter from the running config's metrics registry, as
+// Caddy's metrics handler serves it. Once no config with the processing
+// handler runs (after a stop), it reads the last registry that held it:
+// the module registers its process-wide counter into each config's
+// registry, and an old registry still reaches it, so a 102 sent after the
+// stop still counts.
 func InterimsSent(t testing.TB, labels ...string) float64 {
 	t.Helper()
-	return CounterValue(t, InterimsSentMetric, labels...)
+	ctx := caddy.ActiveContext()
+	var families []*dto.MetricFamily
+	if reg := ctx.GetMetricsRegistry(); reg != nil {
+		var err error
+		if families, err = reg.Gather(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lastInterimsRegistryMu.Lock()
+	defer lastInterimsRegistryMu.Unlock()
+	if hasFamily(families, InterimsSentMetric) {
+		lastInterimsRegistry = ctx.GetMetricsRegistry()
+	} else if lastInterimsRegistry != nil {
+		var err error
+		if families, err = lastInterimsRegistry.Gather(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return sumCounter(families, InterimsSentMetric, labels)
+}
+
+var (
+	lastInterimsRegistryMu sync.Mutex
+	lastInterimsRegistry   prometheus.Gatherer
+)
+
+func hasFamily(families []*dto.MetricFamily, name string) bool {
+	for _, mf := range families {
+		if mf.GetName() == name {
+			return true
+		}
+	}
+	return false
+}
+
+// sumCounter adds up the counter name's samples with the given labels.
+func sumCounter(families []*dto.MetricFamily, name string, labels []string) float64 {
+	var sum float64
+	for _, mf := range families {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			if hasLabels(m, labels) {
+				sum += m.GetCounter().GetValue()
+			}
+		}
+	}
+	return sum
 }
 
 // HistogramSnapshot is a histogram's observations so far: their count and
