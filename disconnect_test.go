@@ -184,7 +184,7 @@ func TestClientDisconnectsAtEveryStage(t *testing.T) {
 			id := fmt.Sprint(n)
 			t.Run(stage.name+"/"+proto, func(t *testing.T) {
 				rec := newDiscRecord(t, id)
-				sentBefore := relInterimsSent(t)
+				sentBefore := harness.InterimsSent(t)
 				var seen int
 				switch proto {
 				case "HTTP1.1":
@@ -235,7 +235,7 @@ func TestClientDisconnectsAtEveryStage(t *testing.T) {
 				// The request is over: no fire of the wheel may send again.
 				relAssertNoMoreInterims(t, 100*time.Millisecond)
 				if stage.leaveAfter102s == 0 && !stage.leaveInBody {
-					if d := relInterimsSent(t) - sentBefore; d != 0 {
+					if d := harness.InterimsSent(t) - sentBefore; d != 0 {
 						t.Errorf("%v 102s sent for a request whose client left before the delay", d)
 					}
 				}
@@ -273,7 +273,7 @@ func discRawClient(t *testing.T, address string, stage discStage, id string) int
 	seen := 0
 	switch {
 	case stage.leaveAfter102s == 0 && !stage.leaveInBody:
-		time.Sleep(50 * time.Millisecond)
+		discAwaitHandler(t, id)
 	case stage.leaveInBody:
 		for {
 			line := discReadHead(t, tp)
@@ -301,6 +301,28 @@ func discRawClient(t *testing.T, address string, stage discStage, id string) int
 		}
 	}
 	return seen
+}
+
+// discStarted is closed when the next handler of request id is running.
+func discStarted(t *testing.T, id string) <-chan struct{} {
+	t.Helper()
+	v, ok := discRecords.Load(id)
+	if !ok {
+		t.Fatalf("no record for request %s", id)
+	}
+	return v.(*discRecord).started
+}
+
+// discAwaitHandler waits until the next handler of request id is running:
+// a client that leaves "before the first 102" must leave after its
+// request arrived, or nothing hears of it.
+func discAwaitHandler(t *testing.T, id string) {
+	t.Helper()
+	select {
+	case <-discStarted(t, id):
+	case <-time.After(20 * time.Second):
+		t.Fatal("the request never reached the next handler")
+	}
 }
 
 // discReadHead reads one response head and returns its status line.
@@ -367,7 +389,17 @@ func discGoClient(t *testing.T, client *http.Client, base string, stage discStag
 	}()
 	switch {
 	case stage.leaveAfter102s == 0 && !stage.leaveInBody:
-		time.Sleep(50 * time.Millisecond)
+		// Leaving before the request reached the handler (an HTTP/3
+		// handshake on a loaded machine can take longer than any fixed
+		// wait) would leave nothing to hear of it.
+		select {
+		case <-discStarted(t, id):
+		case r := <-done:
+			if r.err == nil {
+				r.res.Body.Close()
+			}
+			t.Fatalf("request ended (%v) before the handler started", r.err)
+		}
 		cancel()
 		if r := <-done; r.err == nil {
 			r.res.Body.Close()
@@ -470,7 +502,7 @@ func TestDisconnectStorm(t *testing.T) {
 		_, _ = io.Copy(io.Discard, res.Body)
 		res.Body.Close()
 	}
-	over0, started0, sent0 := relRequestsOver.Load(), started.Load(), relInterimsSent(t)
+	over0, started0, sent0 := relRequestsOver.Load(), started.Load(), harness.InterimsSent(t)
 
 	rng := rand.New(rand.NewPCG(3, 4))
 	var wg sync.WaitGroup
@@ -514,7 +546,7 @@ func TestDisconnectStorm(t *testing.T) {
 	// The storm only proves something if requests were cut while their
 	// 102s went out: cuts fall evenly over the 40 ms of a request, so
 	// most reach the handler; a twentieth is a generous floor.
-	reached, sent := started.Load()-started0, relInterimsSent(t)-sent0
+	reached, sent := started.Load()-started0, harness.InterimsSent(t)-sent0
 	t.Logf("%d requests cut at random, %d reached the handler, %v 102s sent", total, reached, sent)
 	if reached < total/20 || sent == 0 {
 		t.Fatalf("%d of %d requests reached the handler and %v 102s were sent: the storm cut nothing in flight", reached, total, sent)

@@ -372,7 +372,21 @@ func relLongRequests(t *testing.T, port, tlsPort, n int, body, config string) (w
 
 func TestReloadAndStopWithLongRequestsInFlight(t *testing.T) {
 	harness.LeakCheck(t)
-	harness.SetBehaviour(t, "long", harness.SleepThen(1200*time.Millisecond, "long done"))
+	// inFlight counts the requests that got their first 102: they are
+	// surely the running config's, in their 102s, when the test reloads or
+	// stops it.
+	var inFlight atomic.Int64
+	harness.SetBehaviour(t, "long", func(w http.ResponseWriter, r *http.Request) error {
+		if err := harness.AwaitInterims(r, 1); err != nil {
+			return err
+		}
+		inFlight.Add(1)
+		return harness.SleepThen(time.Second, "long done")(w, r)
+	})
+	awaitInFlight := func(n int64) {
+		t.Helper()
+		harness.Eventually(t, fmt.Sprintf("%d requests in their 102s", n), func() bool { return inFlight.Load() >= n })
+	}
 	adminPort, port, tlsPort := harness.FreePort(t), harness.FreePort(t), harness.FreePort(t)
 	config := func(name string) []byte {
 		sites := harness.ProtocolSites(`
@@ -405,7 +419,7 @@ func TestReloadAndStopWithLongRequestsInFlight(t *testing.T) {
 	// Reload through the admin endpoint, as `caddy reload` does, while
 	// requests of the first config are in their 102s.
 	waitV1 := relLongRequests(t, port, tlsPort, 3, "long done", "v1")
-	time.Sleep(300 * time.Millisecond)
+	awaitInFlight(9)
 	res, err := http.Post(fmt.Sprintf("http://127.0.0.1:%d/load", adminPort), "application/json", bytes.NewReader(config("v2")))
 	if err != nil {
 		t.Fatalf("reload: %v", err)
@@ -423,7 +437,7 @@ func TestReloadAndStopWithLongRequestsInFlight(t *testing.T) {
 	// Stop (what `caddy stop` does, less the process exit) with requests
 	// in flight: Caddy's eternal default grace period lets them finish.
 	waitStop := relLongRequests(t, port, tlsPort, 2, "long done", "v2")
-	time.Sleep(300 * time.Millisecond)
+	awaitInFlight(9 + 3 + 6)
 	stopped := make(chan error, 1)
 	go func() { stopped <- caddyStopFromAdmin(adminPort) }()
 	waitStop()
@@ -554,7 +568,7 @@ http://127.0.0.1:{PORT} {
 }
 `)
 	const requests = 40
-	sentBefore := relInterimsSent(t)
+	sentBefore := harness.InterimsSent(t)
 	var wg sync.WaitGroup
 	var n102, n103 atomic.Int64
 	for range requests {
@@ -608,7 +622,7 @@ http://127.0.0.1:{PORT} {
 		t.Errorf("no 102 between the upstream's %d 103s", n103.Load())
 	}
 	// Every 102 the module counted reached a client whole.
-	if sent := relInterimsSent(t) - sentBefore; int64(sent) != n102.Load() {
+	if sent := harness.InterimsSent(t) - sentBefore; int64(sent) != n102.Load() {
 		t.Errorf("module sent %v 102s, clients saw %d", sent, n102.Load())
 	}
 }
