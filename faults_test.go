@@ -180,12 +180,8 @@ http://127.0.0.1:{PORT} {
 // until the client closes. It stops when the test ends.
 func relEchoUpstream(t *testing.T, wait time.Duration) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	var tunnels sync.WaitGroup
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	addr := harness.Upstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
 			http.Error(w, "upgrade required", http.StatusUpgradeRequired)
 			return
@@ -205,13 +201,11 @@ func relEchoUpstream(t *testing.T, wait time.Duration) string {
 			return
 		}
 		_, _ = io.Copy(conn, brw)
-	})}
-	go func() { _ = srv.Serve(ln) }()
-	t.Cleanup(func() {
-		_ = srv.Close()
-		tunnels.Wait()
-	})
-	return ln.Addr().String()
+	}))
+	// Runs before the upstream's close: a tunnel is the handler's, which
+	// the upstream's close does not wait for.
+	t.Cleanup(tunnels.Wait)
+	return addr
 }
 
 // relWebSocketAccept is RFC 6455 §4.2.2's answer to a Sec-WebSocket-Key.
@@ -540,11 +534,7 @@ http://127.0.0.1:{PORT} {
 func TestUpstreamInterimsMeetTicks(t *testing.T) {
 	harness.LeakCheck(t)
 	const hints = 20
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	upstream := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	upstream := harness.Upstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		for i := range hints {
 			w.Header().Set("Link", fmt.Sprintf("</hint%d>; rel=preload", i))
 			w.WriteHeader(http.StatusEarlyHints)
@@ -553,9 +543,7 @@ func TestUpstreamInterimsMeetTicks(t *testing.T) {
 		w.Header().Del("Link")
 		w.Header().Set("X-Upstream", "final-only")
 		_, _ = io.WriteString(w, "upstream body")
-	})}
-	go func() { _ = upstream.Serve(ln) }()
-	t.Cleanup(func() { _ = upstream.Close() })
+	}))
 
 	port, _ := harness.StartCaddy(t, `
 http://127.0.0.1:{PORT} {
@@ -564,7 +552,7 @@ http://127.0.0.1:{PORT} {
 		interval 1ms
 		header X-Progress "{http.processing.count}"
 	}
-	reverse_proxy `+ln.Addr().String()+`
+	reverse_proxy `+upstream+`
 }
 `)
 	const requests = 40

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -318,7 +317,7 @@ func TestNextHandlersInterimsPassThroughAndRestartClock(t *testing.T) {
 	// own, for 1.2s. Each restarts the 400ms clock, so processing itself
 	// sends none: the client sees exactly the upstream's interims, with
 	// their own headers.
-	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	upstream := harness.Upstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Set-Cookie", "upstream=secret")
 		for i := range 8 {
 			time.Sleep(150 * time.Millisecond)
@@ -332,11 +331,10 @@ func TestNextHandlersInterimsPassThroughAndRestartClock(t *testing.T) {
 		}
 		io.WriteString(w, "final")
 	}))
-	defer upstream.Close()
 	port, _ := harness.StartCaddy(t, `
 http://127.0.0.1:{PORT} {
 	processing 400ms
-	reverse_proxy `+strings.TrimPrefix(upstream.URL, "http://")+`
+	reverse_proxy `+upstream+`
 }
 `)
 	res := harness.RawRequest(t, harness.Loopback(port), harness.RawGet("/"))
@@ -425,7 +423,7 @@ http://127.0.0.1:{PORT} {
 }
 
 func TestJSONConfig(t *testing.T) {
-	harness.SetBehaviour(t, "slow", harness.SleepThen(500*time.Millisecond, "done"))
+	harness.SetBehaviour(t, "slow", harness.AfterInterims(3, "done"))
 	port := harness.FreePort(t)
 	cfg := map[string]any{
 		"admin": map[string]any{"disabled": true, "config": map[string]any{"persist": false}},
@@ -636,9 +634,11 @@ http://127.0.0.1:{PORT} {
 // own for its 102s instead; they still stay out of every 102, reach the
 // final response, and the next handler can delete them.
 func TestOtherFieldsSetBeforeTheModule(t *testing.T) {
-	harness.SetBehaviour(t, "keeps", harness.WriteAfter(250*time.Millisecond, "body"))
+	harness.SetBehaviour(t, "keeps", harness.WriteAfterInterims(2, "body"))
 	harness.SetBehaviour(t, "deletes", func(w http.ResponseWriter, r *http.Request) error {
-		time.Sleep(250 * time.Millisecond)
+		if err := harness.AwaitInterims(r, 2); err != nil {
+			return err
+		}
 		w.Header().Del("X-Before")
 		w.Header().Del("Server")
 		_, err := io.WriteString(w, "body")
@@ -693,15 +693,19 @@ func TestOtherFieldsSetBeforeTheModule(t *testing.T) {
 // handler asks for its header map before the final status, writes without
 // asking, or fails into handle_errors.
 func TestFieldsSetBeforeTheModuleReachTheFinalResponse(t *testing.T) {
-	harness.SetBehaviour(t, "writeonly", harness.WriteAfter(250*time.Millisecond, "body"))
+	harness.SetBehaviour(t, "writeonly", harness.WriteAfterInterims(2, "body"))
 	harness.SetBehaviour(t, "header", func(w http.ResponseWriter, r *http.Request) error {
-		time.Sleep(250 * time.Millisecond)
+		if err := harness.AwaitInterims(r, 2); err != nil {
+			return err
+		}
 		w.Header().Set("X-Late", "1")
 		_, err := io.WriteString(w, "body")
 		return err
 	})
 	harness.SetBehaviour(t, "fails", func(w http.ResponseWriter, r *http.Request) error {
-		time.Sleep(250 * time.Millisecond)
+		if err := harness.AwaitInterims(r, 2); err != nil {
+			return err
+		}
 		return fmt.Errorf("downstream failed")
 	})
 	port, tlsPort := harness.StartCaddy(t, harness.ProtocolSites(`
@@ -761,7 +765,9 @@ func TestTrailersSetThroughAKeptHeaderMap(t *testing.T) {
 	harness.SetBehaviour(t, "trailers", func(w http.ResponseWriter, r *http.Request) error {
 		h := w.Header()
 		h.Set("Trailer", "X-Checksum")
-		time.Sleep(200 * time.Millisecond)
+		if err := harness.AwaitInterims(r, 2); err != nil {
+			return err
+		}
 		w.WriteHeader(http.StatusOK)
 		if _, err := io.WriteString(w, "payload"); err != nil {
 			return err

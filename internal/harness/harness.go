@@ -186,6 +186,18 @@ func AfterInterims(n int, body string) caddyhttp.HandlerFunc {
 	}
 }
 
+// WriteAfterInterims is a next handler that waits until n 102s went out,
+// then writes body without asking for its header map.
+func WriteAfterInterims(n int, body string) caddyhttp.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		if err := AwaitInterims(r, n); err != nil {
+			return err
+		}
+		_, err := io.WriteString(w, body)
+		return err
+	}
+}
+
 // WriteAfter is a next handler that waits d, then writes body without
 // asking for its header map.
 func WriteAfter(d time.Duration, body string) caddyhttp.HandlerFunc {
