@@ -7,7 +7,6 @@ package processing
 // request, and once Caddy stops nothing of the request is left running.
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"io"
@@ -248,25 +247,24 @@ func TestClientDisconnectsAtEveryStage(t *testing.T) {
 // how many 102s it read before closing.
 func discRawClient(t *testing.T, address string, stage discStage, id string) int {
 	t.Helper()
-	conn, err := harness.DialRaw(address)
+	conn, err := harness.OpenRaw(address)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close()
-	tp := textproto.NewReader(bufio.NewReader(conn))
+	defer conn.Close() // leaving
 	target := "/?" + stage.query(id)
 	if stage.upload {
-		if _, err := fmt.Fprintf(conn, "POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\nExpect: 100-continue\r\nContent-Length: 20000\r\n\r\n", target); err != nil {
+		if err := conn.Send("POST " + target + " HTTP/1.1\r\nHost: 127.0.0.1\r\nExpect: 100-continue\r\nContent-Length: 20000\r\n\r\n"); err != nil {
 			t.Fatal(err)
 		}
-		if line := discReadHead(t, tp); line != "HTTP/1.1 100 Continue" {
+		if line := discReadHead(t, conn); line != "HTTP/1.1 100 Continue" {
 			t.Fatalf("want 100 Continue first, got %q", line)
 		}
 		if _, err := conn.Write(make([]byte, 10000)); err != nil {
 			t.Fatal(err)
 		}
 	} else {
-		if _, err := fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", target); err != nil {
+		if err := conn.Send("GET " + target + " HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -276,7 +274,7 @@ func discRawClient(t *testing.T, address string, stage discStage, id string) int
 		discAwaitHandler(t, id)
 	case stage.leaveInBody:
 		for {
-			line := discReadHead(t, tp)
+			line := discReadHead(t, conn)
 			if line == "HTTP/1.1 200 OK" {
 				break
 			}
@@ -286,6 +284,7 @@ func discRawClient(t *testing.T, address string, stage discStage, id string) int
 			seen++
 		}
 		// Chunked: the size line, then the first part.
+		tp := textproto.NewReader(conn.R)
 		if _, err := tp.ReadLine(); err != nil {
 			t.Fatal(err)
 		}
@@ -294,7 +293,7 @@ func discRawClient(t *testing.T, address string, stage discStage, id string) int
 		}
 	default:
 		for seen < stage.leaveAfter102s {
-			if line := discReadHead(t, tp); line != "HTTP/1.1 102 Processing" {
+			if line := discReadHead(t, conn); line != "HTTP/1.1 102 Processing" {
 				t.Fatalf("got %q, want a 102", line)
 			}
 			seen++
@@ -326,15 +325,11 @@ func discAwaitHandler(t *testing.T, id string) {
 }
 
 // discReadHead reads one response head and returns its status line.
-func discReadHead(t *testing.T, tp *textproto.Reader) string {
+func discReadHead(t *testing.T, conn *harness.RawConn) string {
 	t.Helper()
-	line, err := tp.ReadLine()
+	line, h, err := conn.Head()
 	if err != nil {
-		t.Fatalf("reading status line: %v", err)
-	}
-	h, err := tp.ReadMIMEHeader()
-	if err != nil {
-		t.Fatalf("reading header: %v", err)
+		t.Fatalf("reading a response head: %v", err)
 	}
 	if strings.HasPrefix(line, "HTTP/1.1 1") && h.Get("X-Secret") != "" {
 		t.Fatalf("interim %q carries the handler's field", line)

@@ -7,7 +7,6 @@ package processing
 // lets them finish, and no 102 goes out afterwards.
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha1"
@@ -232,21 +231,15 @@ http://127.0.0.1:{PORT} {
 	reverse_proxy `+upstream+`
 }
 `)
-			conn, err := harness.DialRaw(harness.Loopback(port))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer conn.Close()
-			const key = "dGhlIHNhbXBsZSBub25jZQ=="
-			start := time.Now()
-			if _, err := io.WriteString(conn, "GET /chat HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
-				"Sec-WebSocket-Key: "+key+"\r\nSec-WebSocket-Version: 13\r\n\r\n"); err != nil {
-				t.Fatal(err)
-			}
 			// One reader for the handshake and the tunnel, so that bytes
 			// after the 101 are never lost in a buffer.
-			br := bufio.NewReader(conn)
-			res, err := harness.ReadRawResponse(br, start, false)
+			conn := harness.DialRawConn(t, harness.Loopback(port))
+			const key = "dGhlIHNhbXBsZSBub25jZQ=="
+			if err := conn.Send("GET /chat HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+				"Sec-WebSocket-Key: " + key + "\r\nSec-WebSocket-Version: 13\r\n\r\n"); err != nil {
+				t.Fatal(err)
+			}
+			res, err := conn.Response(false)
 			if err != nil {
 				t.Fatalf("handshake: %v\n%s", err, res.Wire)
 			}
@@ -264,14 +257,13 @@ http://127.0.0.1:{PORT} {
 					t.Fatal(err)
 				}
 				got := make([]byte, len(msg))
-				if _, err := io.ReadFull(br, got); err != nil || string(got) != msg {
+				if _, err := io.ReadFull(conn.R, got); err != nil || string(got) != msg {
 					t.Fatalf("echo %d: %q, %v", i, got, err)
 				}
 				time.Sleep(100 * time.Millisecond)
 			}
-			_ = conn.(*net.TCPConn).CloseWrite()
-			rest, err := io.ReadAll(br)
-			if len(rest) != 0 || (err != nil && !harness.IsConnReset(err)) {
+			_ = conn.Conn.(*net.TCPConn).CloseWrite()
+			if rest, err := conn.Rest(); len(rest) != 0 || err != nil {
 				t.Fatalf("after the tunnel closed: %q, %v", rest, err)
 			}
 		})
@@ -469,7 +461,11 @@ func caddyStopFromAdmin(adminPort int) error {
 // its 102s and its final response must stay whole, and nothing may follow.
 func TestStopPastGracePeriodKeepsResponsesWhole(t *testing.T) {
 	harness.LeakCheck(t)
-	harness.SetBehaviour(t, "very_long", harness.SleepThen(1500*time.Millisecond, "very long done"))
+	var veryLongStarted atomic.Bool
+	harness.SetBehaviour(t, "very_long", func(w http.ResponseWriter, r *http.Request) error {
+		veryLongStarted.Store(true)
+		return harness.SleepThen(1500*time.Millisecond, "very long done")(w, r)
+	})
 	port := harness.FreePort(t)
 	harness.LoadConfig(t, harness.Adapt(t, strings.Replace(harness.GlobalOptions(t), "{", "{\n\tgrace_period 300ms", 1)+`
 http://127.0.0.1:`+strconv.Itoa(port)+` {
@@ -477,21 +473,16 @@ http://127.0.0.1:`+strconv.Itoa(port)+` {
 	test_work very_long
 }
 `))
-	conn, err := harness.DialRaw(harness.Loopback(port))
-	if err != nil {
+	conn := harness.DialRawConn(t, harness.Loopback(port))
+	if err := conn.Send("GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"); err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close()
-	start := time.Now()
-	if _, err := io.WriteString(conn, "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"); err != nil {
-		t.Fatal(err)
-	}
-	time.Sleep(50 * time.Millisecond)
+	// Stop once the request is in its handler.
+	harness.Eventually(t, "the request in its handler", func() bool { return veryLongStarted.Load() })
 	if err := caddy.Stop(); err != nil {
 		t.Fatal(err)
 	}
-	br := bufio.NewReader(conn)
-	res, err := harness.ReadRawResponse(br, start, false)
+	res, err := conn.Response(false)
 	if err != nil {
 		t.Fatalf("%v\n%s", err, res.Wire)
 	}
@@ -500,7 +491,7 @@ http://127.0.0.1:`+strconv.Itoa(port)+` {
 		t.Fatalf("final %d %q", res.Status, res.Body)
 	}
 	// Go closes a connection that outlived Shutdown after its response.
-	if after, err := io.ReadAll(br); len(after) != 0 || (err != nil && !harness.IsConnReset(err)) {
+	if after, err := conn.Rest(); len(after) != 0 || err != nil {
 		t.Fatalf("after the final response: %q, %v", after, err)
 	}
 	relAssertNoMoreInterims(t, 100*time.Millisecond)

@@ -6,11 +6,9 @@ package processing
 // does what it does, configured with the same Caddyfile syntax.
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/xml"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -324,26 +322,16 @@ func TestWebDAVPutLargeBodyWithExpectContinue(t *testing.T) {
 	for i := range body {
 		body[i] = byte(i * 131 >> 8)
 	}
-	conn, err := harness.DialRaw(harness.Loopback(port))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	start := time.Now()
+	conn := harness.DialRawConn(t, harness.Loopback(port))
 	head := davRequest("PUT", p, "/dav/big.bin", "Expect: 100-continue", "Content-Length: "+strconv.Itoa(len(body)))
-	if _, err := io.WriteString(conn, head); err != nil {
+	if err := conn.Send(head); err != nil {
 		t.Fatal(err)
 	}
-	br := bufio.NewReader(conn)
 	// A real client waits for the 100 before the body.
-	continueLine, err := br.ReadString('\n')
-	if err != nil || continueLine != "HTTP/1.1 100 Continue\r\n" {
-		t.Fatalf("first line %q (%v), want 100 Continue", continueLine, err)
+	if line, h, err := conn.Head(); err != nil || line != "HTTP/1.1 100 Continue" || len(h) != 0 {
+		t.Fatalf("first head %q %v (%v), want a bare 100 Continue", line, h, err)
 	}
-	if blank, err := br.ReadString('\n'); err != nil || blank != "\r\n" {
-		t.Fatalf("100 Continue ends with %q (%v)", blank, err)
-	}
-	if wait := time.Since(start); wait > 2*time.Second {
+	if wait := time.Since(conn.Start); wait > 2*time.Second {
 		t.Fatalf("100 Continue took %v", wait)
 	}
 	for i := range slices {
@@ -354,14 +342,13 @@ func TestWebDAVPutLargeBodyWithExpectContinue(t *testing.T) {
 	}
 	// After the 100: the 102s, the final response, and nothing after it
 	// (a second 100 would show as an interim other than a bare 102).
-	res, err := harness.ReadRawResponse(br, start, false)
+	res, err := conn.Response(false)
 	if err != nil {
 		t.Fatalf("reading response: %v\n%s", err, res.Wire)
 	}
-	if res.After, err = io.ReadAll(br); err != nil {
+	if res.After, err = conn.Rest(); err != nil {
 		t.Fatal(err)
 	}
-	res.Elapsed = time.Since(start)
 	davCheckInterimsThenFinal(t, res, http.StatusCreated)
 	t.Logf("PUT of %d MiB with Expect: 100-continue: %v, 100 then %d 102s", len(body)>>20, res.Elapsed.Round(time.Millisecond), len(res.Interims))
 	if len(res.Interims) < davMinInterims {

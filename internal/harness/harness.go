@@ -533,28 +533,96 @@ func DialRaw(address string) (net.Conn, error) {
 	return conn, nil
 }
 
+// RawConn is a raw HTTP/1 client connection for an exchange that acts
+// between writing and reading (stops Caddy, sends a body slowly, leaves
+// mid-response, tunnels after a 101). All reads go through its one reader
+// R, so that no byte after a response is lost in another buffer.
+type RawConn struct {
+	net.Conn
+	R *bufio.Reader
+	// Start is when the first request bytes were sent (Send), the origin
+	// of the RawInterim.At times.
+	Start time.Time
+}
+
+// OpenRaw dials address for a RawConn, with RawDeadline set; for use off
+// the test's goroutine. The caller closes it.
+func OpenRaw(address string) (*RawConn, error) {
+	conn, err := DialRaw(address)
+	if err != nil {
+		return nil, err
+	}
+	return &RawConn{Conn: conn, R: bufio.NewReader(conn)}, nil
+}
+
+// DialRawConn is OpenRaw on the test's goroutine: it fails the test if the
+// dial fails, and closes the connection when the test ends.
+func DialRawConn(t testing.TB, address string) *RawConn {
+	t.Helper()
+	c, err := OpenRaw(address)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+// Send writes s, starting the clock at the first bytes sent.
+func (c *RawConn) Send(s string) error {
+	if c.Start.IsZero() {
+		c.Start = time.Now()
+	}
+	_, err := io.WriteString(c.Conn, s)
+	return err
+}
+
+// Response reads one response, interims first (ReadRawResponse); head
+// says it answers a HEAD request.
+func (c *RawConn) Response(head bool) (*RawResponse, error) {
+	res, err := ReadRawResponse(c.R, c.Start, head)
+	res.Elapsed = time.Since(c.Start)
+	return res, err
+}
+
+// Head reads one response's head (status line and header fields), for a
+// client that acts after each: leaving after so many 102s.
+func (c *RawConn) Head() (statusLine string, h http.Header, err error) {
+	tp := textproto.NewReader(c.R)
+	if statusLine, err = tp.ReadLine(); err != nil {
+		return "", nil, err
+	}
+	mh, err := tp.ReadMIMEHeader()
+	return statusLine, http.Header(mh), err
+}
+
+// Rest reads what the server sends until it closes the connection. A
+// reset after the response is not an error: Go resets a connection it
+// closes with request bytes unread.
+func (c *RawConn) Rest() ([]byte, error) {
+	b, err := io.ReadAll(c.R)
+	if IsConnReset(err) {
+		err = nil
+	}
+	return b, err
+}
+
 // RawExchange writes req on a fresh connection to address and reads the
 // interim responses and the final response as raw bytes. A request the
 // server refuses half-written (it may answer and close first) is not an
 // error: what it sent is the result. For use off the test's goroutine;
 // RawRequest fails the test instead.
 func RawExchange(address, req string, opts ...RawOption) (*RawResponse, error) {
-	conn, err := DialRaw(address)
+	c, err := OpenRaw(address)
 	if err != nil {
 		return &RawResponse{}, err
 	}
-	defer conn.Close()
-	start := time.Now()
-	_, writeErr := io.WriteString(conn, req)
-	br := bufio.NewReader(conn)
-	res, err := ReadRawResponse(br, start, strings.HasPrefix(req, "HEAD "))
+	defer c.Close()
+	writeErr := c.Send(req)
+	res, err := ReadRawResponse(c.R, c.Start, strings.HasPrefix(req, "HEAD "))
 	if err == nil && slices.Contains(opts, ReadToClose) {
-		// Go resets a connection it closes with request bytes unread.
-		if res.After, err = io.ReadAll(br); IsConnReset(err) {
-			err = nil
-		}
+		res.After, err = c.Rest()
 	}
-	res.Elapsed = time.Since(start)
+	res.Elapsed = time.Since(c.Start)
 	if err != nil && writeErr != nil {
 		err = fmt.Errorf("%w (writing the request: %v)", err, writeErr)
 	}
