@@ -466,13 +466,12 @@ func TestStopPastGracePeriodKeepsResponsesWhole(t *testing.T) {
 		veryLongStarted.Store(true)
 		return harness.SleepThen(1500*time.Millisecond, "very long done")(w, r)
 	})
-	port := harness.FreePort(t)
-	harness.LoadConfig(t, harness.Adapt(t, strings.Replace(harness.GlobalOptions(t), "{", "{\n\tgrace_period 300ms", 1)+`
-http://127.0.0.1:`+strconv.Itoa(port)+` {
+	port, _ := harness.StartCaddyGlobal(t, strings.Replace(harness.GlobalOptions(t), "{", "{\n\tgrace_period 300ms", 1), `
+http://127.0.0.1:{PORT} {
 `+relProgress+`
 	test_work very_long
 }
-`))
+`)
 	conn := harness.DialRawConn(t, harness.Loopback(port))
 	if err := conn.Send("GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"); err != nil {
 		t.Fatal(err)

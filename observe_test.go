@@ -11,7 +11,6 @@ import (
 	"testing"
 
 	"github.com/c055b0d7/caddy-processing/internal/harness"
-	"github.com/caddyserver/caddy/v2"
 )
 
 // observeConfig is the sites of TestLogsVariableAndMetrics: each request
@@ -215,9 +214,7 @@ func TestLogsVariableAndMetrics(t *testing.T) {
 	lateBeforeReload := harness.Histogram(t, lateness, "server", "first").Count
 	reloaded := strings.ReplaceAll(strings.ReplaceAll(global+observeConfig(logFile, accessLog, "300ms", 2),
 		"{PORT}", strconv.Itoa(port)), "{TLSPORT}", strconv.Itoa(port2))
-	if err := loadAgain(harness.Adapt(t, reloaded)); err != nil {
-		t.Fatalf("reload: %v", err)
-	}
+	harness.Reload(t, harness.Adapt(t, reloaded))
 	// The new server takes over the listener; wait until it answers.
 	harness.Eventually(t, "the reloaded server", func() bool {
 		c, err := http.Get(metricsURL)
@@ -237,11 +234,6 @@ func TestLogsVariableAndMetrics(t *testing.T) {
 	}
 }
 
-// loadAgain replaces the running config, as `caddy reload` does.
-func loadAgain(cfg []byte) error {
-	return caddyLoad(cfg)
-}
-
 func grepLines(s, sub string) string {
 	var out []string
 	for _, l := range strings.Split(s, "\n") {
@@ -251,5 +243,3 @@ func grepLines(s, sub string) string {
 	}
 	return strings.Join(out, "\n")
 }
-
-var caddyLoad = func(cfg []byte) error { return caddy.Load(cfg, true) }

@@ -408,6 +408,15 @@ func LoadConfig(t testing.TB, cfg []byte) {
 	})
 }
 
+// Reload replaces the running config with cfg, as `caddy reload` does;
+// LoadConfig's cleanup stops the new one.
+func Reload(t testing.TB, cfg []byte) {
+	t.Helper()
+	if err := caddy.Load(cfg, true); err != nil {
+		t.Fatalf("reloading config: %v\n%s", err, cfg)
+	}
+}
+
 // ProtocolSites serves the same route over cleartext (HTTP/1.1 and h2c)
 // and TLS (HTTP/1.1, HTTP/2 and HTTP/3).
 func ProtocolSites(route string) string {
