@@ -3,6 +3,7 @@ package harness
 import (
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/prometheus/client_golang/prometheus"
@@ -123,4 +124,29 @@ func (h HistogramSnapshot) Since(before HistogramSnapshot) HistogramSnapshot {
 		d.Buckets[le] = n - before.Buckets[le]
 	}
 	return d
+}
+
+// LoggedInterims is how many 102s the request for uri got, as Caddy's
+// JSON access log at accessLog says through
+// `log_append interim_count {http.vars.processing.interim_count}`: the
+// count of one request among many running at once. Caddy logs a request
+// once its handlers returned; it gives -1 when no entry for uri appeared
+// within ten seconds.
+func LoggedInterims(t testing.TB, accessLog, uri string) int {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		for _, entry := range ReadJSONLines(t, accessLog) {
+			req, _ := entry["request"].(map[string]any)
+			if req["uri"] != uri {
+				continue
+			}
+			n, _ := entry["interim_count"].(float64)
+			return int(n)
+		}
+		if time.Now().After(deadline) {
+			return -1
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
