@@ -23,8 +23,8 @@ import (
 // writer's methods: the work before next is in prepare and the work after
 // it in end, so that only what next needs is on the stack. A goroutine
 // starts with a small stack that is copied into one twice the size when
-// it runs out; a few hundred bytes more can double an HTTP/1.1 request's
-// stack from 8 to 16 KiB (docs/performance.md).
+// it runs out, so a few hundred bytes more on the deepest path can double
+// a request's stack.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) (err error) {
 	iw, served, err := h.prepare(w, r, next)
 	if served {
