@@ -7,7 +7,6 @@ package processing
 // request, and once Caddy stops nothing of the request is left running.
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"io"
@@ -191,7 +190,7 @@ func TestClientDisconnectsAtEveryStage(t *testing.T) {
 			id := fmt.Sprint(n)
 			t.Run(stage.name+"/"+proto, func(t *testing.T) {
 				rec := newDiscRecord(t, id)
-				sentBefore := relInterimsSent(t)
+				sentBefore := harness.InterimsSent(t)
 				var seen int
 				switch proto {
 				case "HTTP1.1":
@@ -242,7 +241,7 @@ func TestClientDisconnectsAtEveryStage(t *testing.T) {
 				// The request is over: no fire of the wheel may send again.
 				relAssertNoMoreInterims(t, 100*time.Millisecond)
 				if stage.leaveAfter102s == 0 && !stage.leaveInBody {
-					if d := relInterimsSent(t) - sentBefore; d != 0 {
+					if d := harness.InterimsSent(t) - sentBefore; d != 0 {
 						t.Errorf("%v 102s sent for a request whose client left before the delay", d)
 					}
 				}
@@ -255,25 +254,24 @@ func TestClientDisconnectsAtEveryStage(t *testing.T) {
 // how many 102s it read before closing.
 func discRawClient(t *testing.T, address string, stage discStage, id string) int {
 	t.Helper()
-	conn, err := harness.DialRaw(address)
+	conn, err := harness.OpenRaw(address)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close()
-	tp := textproto.NewReader(bufio.NewReader(conn))
+	defer conn.Close() // leaving
 	target := "/?" + stage.query(id)
 	if stage.upload {
-		if _, err := fmt.Fprintf(conn, "POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\nExpect: 100-continue\r\nContent-Length: 20000\r\n\r\n", target); err != nil {
+		if err := conn.Send("POST " + target + " HTTP/1.1\r\nHost: 127.0.0.1\r\nExpect: 100-continue\r\nContent-Length: 20000\r\n\r\n"); err != nil {
 			t.Fatal(err)
 		}
-		if line := discReadHead(t, tp); line != "HTTP/1.1 100 Continue" {
+		if line := discReadHead(t, conn); line != "HTTP/1.1 100 Continue" {
 			t.Fatalf("want 100 Continue first, got %q", line)
 		}
 		if _, err := conn.Write(make([]byte, 10000)); err != nil {
 			t.Fatal(err)
 		}
 	} else {
-		if _, err := fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", target); err != nil {
+		if err := conn.Send("GET " + target + " HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -282,13 +280,13 @@ func discRawClient(t *testing.T, address string, stage discStage, id string) int
 	case stage.upload:
 		// Whatever the server sends meanwhile.
 		_ = conn.SetReadDeadline(time.Now().Add(uploadWait))
-		got, _ := io.ReadAll(tp.R)
+		got, _ := io.ReadAll(conn.R)
 		seen = strings.Count(string(got), "HTTP/1.1 102 Processing\r\n")
 	case stage.leaveAfter102s == 0 && !stage.leaveInBody:
-		time.Sleep(50 * time.Millisecond)
+		discAwaitHandler(t, id)
 	case stage.leaveInBody:
 		for {
-			line := discReadHead(t, tp)
+			line := discReadHead(t, conn)
 			if line == "HTTP/1.1 200 OK" {
 				break
 			}
@@ -298,6 +296,7 @@ func discRawClient(t *testing.T, address string, stage discStage, id string) int
 			seen++
 		}
 		// Chunked: the size line, then the first part.
+		tp := textproto.NewReader(conn.R)
 		if _, err := tp.ReadLine(); err != nil {
 			t.Fatal(err)
 		}
@@ -306,7 +305,7 @@ func discRawClient(t *testing.T, address string, stage discStage, id string) int
 		}
 	default:
 		for seen < stage.leaveAfter102s {
-			if line := discReadHead(t, tp); line != "HTTP/1.1 102 Processing" {
+			if line := discReadHead(t, conn); line != "HTTP/1.1 102 Processing" {
 				t.Fatalf("got %q, want a 102", line)
 			}
 			seen++
@@ -315,16 +314,34 @@ func discRawClient(t *testing.T, address string, stage discStage, id string) int
 	return seen
 }
 
-// discReadHead reads one response head and returns its status line.
-func discReadHead(t *testing.T, tp *textproto.Reader) string {
+// discStarted is closed when the next handler of request id is running.
+func discStarted(t *testing.T, id string) <-chan struct{} {
 	t.Helper()
-	line, err := tp.ReadLine()
-	if err != nil {
-		t.Fatalf("reading status line: %v", err)
+	v, ok := discRecords.Load(id)
+	if !ok {
+		t.Fatalf("no record for request %s", id)
 	}
-	h, err := tp.ReadMIMEHeader()
+	return v.(*discRecord).started
+}
+
+// discAwaitHandler waits until the next handler of request id is running:
+// a client that leaves "before the first 102" must leave after its
+// request arrived, or nothing hears of it.
+func discAwaitHandler(t *testing.T, id string) {
+	t.Helper()
+	select {
+	case <-discStarted(t, id):
+	case <-time.After(20 * time.Second):
+		t.Fatal("the request never reached the next handler")
+	}
+}
+
+// discReadHead reads one response head and returns its status line.
+func discReadHead(t *testing.T, conn *harness.RawConn) string {
+	t.Helper()
+	line, h, err := conn.Head()
 	if err != nil {
-		t.Fatalf("reading header: %v", err)
+		t.Fatalf("reading a response head: %v", err)
 	}
 	if strings.HasPrefix(line, "HTTP/1.1 1") && h.Get("X-Secret") != "" {
 		t.Fatalf("interim %q carries the handler's field", line)
@@ -379,10 +396,21 @@ func discGoClient(t *testing.T, client *http.Client, base string, stage discStag
 	}()
 	switch {
 	case stage.leaveAfter102s == 0 && !stage.leaveInBody:
+		// Leaving before the request reached the handler (an HTTP/3
+		// handshake on a loaded machine can take longer than any fixed
+		// wait) would leave nothing to hear of it.
+		select {
+		case <-discStarted(t, id):
+		case r := <-done:
+			if r.err == nil {
+				r.res.Body.Close()
+			}
+			t.Fatalf("request ended (%v) before the handler started", r.err)
+		}
 		if stage.upload {
+			// A quiet period: no 102 may come while the body is cut
+			// short.
 			time.Sleep(uploadWait)
-		} else {
-			time.Sleep(50 * time.Millisecond)
 		}
 		cancel()
 		if r := <-done; r.err == nil {
@@ -486,7 +514,7 @@ func TestDisconnectStorm(t *testing.T) {
 		_, _ = io.Copy(io.Discard, res.Body)
 		res.Body.Close()
 	}
-	over0, started0, sent0 := relRequestsOver.Load(), started.Load(), relInterimsSent(t)
+	over0, started0, sent0 := relRequestsOver.Load(), started.Load(), harness.InterimsSent(t)
 
 	rng := rand.New(rand.NewPCG(3, 4))
 	var wg sync.WaitGroup
@@ -530,7 +558,7 @@ func TestDisconnectStorm(t *testing.T) {
 	// The storm only proves something if requests were cut while their
 	// 102s went out: cuts fall evenly over the 40 ms of a request, so
 	// most reach the handler; a twentieth is a generous floor.
-	reached, sent := started.Load()-started0, relInterimsSent(t)-sent0
+	reached, sent := started.Load()-started0, harness.InterimsSent(t)-sent0
 	t.Logf("%d requests cut at random, %d reached the handler, %v 102s sent", total, reached, sent)
 	if reached < total/20 || sent == 0 {
 		t.Fatalf("%d of %d requests reached the handler and %v 102s were sent: the storm cut nothing in flight", reached, total, sent)

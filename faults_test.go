@@ -7,7 +7,6 @@ package processing
 // lets them finish, and no 102 goes out afterwards.
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha1"
@@ -180,12 +179,8 @@ http://127.0.0.1:{PORT} {
 // until the client closes. It stops when the test ends.
 func relEchoUpstream(t *testing.T, wait time.Duration) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	var tunnels sync.WaitGroup
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	addr := harness.Upstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
 			http.Error(w, "upgrade required", http.StatusUpgradeRequired)
 			return
@@ -205,13 +200,11 @@ func relEchoUpstream(t *testing.T, wait time.Duration) string {
 			return
 		}
 		_, _ = io.Copy(conn, brw)
-	})}
-	go func() { _ = srv.Serve(ln) }()
-	t.Cleanup(func() {
-		_ = srv.Close()
-		tunnels.Wait()
-	})
-	return ln.Addr().String()
+	}))
+	// Runs before the upstream's close: a tunnel is the handler's, which
+	// the upstream's close does not wait for.
+	t.Cleanup(tunnels.Wait)
+	return addr
 }
 
 // relWebSocketAccept is RFC 6455 §4.2.2's answer to a Sec-WebSocket-Key.
@@ -238,21 +231,15 @@ http://127.0.0.1:{PORT} {
 	reverse_proxy `+upstream+`
 }
 `)
-			conn, err := harness.DialRaw(harness.Loopback(port))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer conn.Close()
-			const key = "dGhlIHNhbXBsZSBub25jZQ=="
-			start := time.Now()
-			if _, err := io.WriteString(conn, "GET /chat HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
-				"Sec-WebSocket-Key: "+key+"\r\nSec-WebSocket-Version: 13\r\n\r\n"); err != nil {
-				t.Fatal(err)
-			}
 			// One reader for the handshake and the tunnel, so that bytes
 			// after the 101 are never lost in a buffer.
-			br := bufio.NewReader(conn)
-			res, err := harness.ReadRawResponse(br, start, false)
+			conn := harness.DialRawConn(t, harness.Loopback(port))
+			const key = "dGhlIHNhbXBsZSBub25jZQ=="
+			if err := conn.Send("GET /chat HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+				"Sec-WebSocket-Key: " + key + "\r\nSec-WebSocket-Version: 13\r\n\r\n"); err != nil {
+				t.Fatal(err)
+			}
+			res, err := conn.Response(false)
 			if err != nil {
 				t.Fatalf("handshake: %v\n%s", err, res.Wire)
 			}
@@ -270,14 +257,13 @@ http://127.0.0.1:{PORT} {
 					t.Fatal(err)
 				}
 				got := make([]byte, len(msg))
-				if _, err := io.ReadFull(br, got); err != nil || string(got) != msg {
+				if _, err := io.ReadFull(conn.R, got); err != nil || string(got) != msg {
 					t.Fatalf("echo %d: %q, %v", i, got, err)
 				}
 				time.Sleep(100 * time.Millisecond)
 			}
-			_ = conn.(*net.TCPConn).CloseWrite()
-			rest, err := io.ReadAll(br)
-			if len(rest) != 0 || (err != nil && !harness.IsConnReset(err)) {
+			_ = conn.Conn.(*net.TCPConn).CloseWrite()
+			if rest, err := conn.Rest(); len(rest) != 0 || err != nil {
 				t.Fatalf("after the tunnel closed: %q, %v", rest, err)
 			}
 		})
@@ -372,7 +358,21 @@ func relLongRequests(t *testing.T, port, tlsPort, n int, body, config string) (w
 
 func TestReloadAndStopWithLongRequestsInFlight(t *testing.T) {
 	harness.LeakCheck(t)
-	harness.SetBehaviour(t, "long", harness.SleepThen(1200*time.Millisecond, "long done"))
+	// inFlight counts the requests that got their first 102: they are
+	// surely the running config's, in their 102s, when the test reloads or
+	// stops it.
+	var inFlight atomic.Int64
+	harness.SetBehaviour(t, "long", func(w http.ResponseWriter, r *http.Request) error {
+		if err := harness.AwaitInterims(r, 1); err != nil {
+			return err
+		}
+		inFlight.Add(1)
+		return harness.SleepThen(time.Second, "long done")(w, r)
+	})
+	awaitInFlight := func(n int64) {
+		t.Helper()
+		harness.Eventually(t, fmt.Sprintf("%d requests in their 102s", n), func() bool { return inFlight.Load() >= n })
+	}
 	adminPort, port, tlsPort := harness.FreePort(t), harness.FreePort(t), harness.FreePort(t)
 	config := func(name string) []byte {
 		sites := harness.ProtocolSites(`
@@ -405,7 +405,7 @@ func TestReloadAndStopWithLongRequestsInFlight(t *testing.T) {
 	// Reload through the admin endpoint, as `caddy reload` does, while
 	// requests of the first config are in their 102s.
 	waitV1 := relLongRequests(t, port, tlsPort, 3, "long done", "v1")
-	time.Sleep(300 * time.Millisecond)
+	awaitInFlight(9)
 	res, err := http.Post(fmt.Sprintf("http://127.0.0.1:%d/load", adminPort), "application/json", bytes.NewReader(config("v2")))
 	if err != nil {
 		t.Fatalf("reload: %v", err)
@@ -423,7 +423,7 @@ func TestReloadAndStopWithLongRequestsInFlight(t *testing.T) {
 	// Stop (what `caddy stop` does, less the process exit) with requests
 	// in flight: Caddy's eternal default grace period lets them finish.
 	waitStop := relLongRequests(t, port, tlsPort, 2, "long done", "v2")
-	time.Sleep(300 * time.Millisecond)
+	awaitInFlight(9 + 3 + 6)
 	stopped := make(chan error, 1)
 	go func() { stopped <- caddyStopFromAdmin(adminPort) }()
 	waitStop()
@@ -461,29 +461,27 @@ func caddyStopFromAdmin(adminPort int) error {
 // its 102s and its final response must stay whole, and nothing may follow.
 func TestStopPastGracePeriodKeepsResponsesWhole(t *testing.T) {
 	harness.LeakCheck(t)
-	harness.SetBehaviour(t, "very_long", harness.SleepThen(1500*time.Millisecond, "very long done"))
-	port := harness.FreePort(t)
-	harness.LoadConfig(t, harness.Adapt(t, strings.Replace(harness.GlobalOptions(t), "{", "{\n\tgrace_period 300ms", 1)+`
-http://127.0.0.1:`+strconv.Itoa(port)+` {
+	var veryLongStarted atomic.Bool
+	harness.SetBehaviour(t, "very_long", func(w http.ResponseWriter, r *http.Request) error {
+		veryLongStarted.Store(true)
+		return harness.SleepThen(1500*time.Millisecond, "very long done")(w, r)
+	})
+	port, _ := harness.StartCaddyGlobal(t, strings.Replace(harness.GlobalOptions(t), "{", "{\n\tgrace_period 300ms", 1), `
+http://127.0.0.1:{PORT} {
 `+relProgress+`
 	test_work very_long
 }
-`))
-	conn, err := harness.DialRaw(harness.Loopback(port))
-	if err != nil {
+`)
+	conn := harness.DialRawConn(t, harness.Loopback(port))
+	if err := conn.Send("GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"); err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close()
-	start := time.Now()
-	if _, err := io.WriteString(conn, "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"); err != nil {
-		t.Fatal(err)
-	}
-	time.Sleep(50 * time.Millisecond)
+	// Stop once the request is in its handler.
+	harness.Eventually(t, "the request in its handler", func() bool { return veryLongStarted.Load() })
 	if err := caddy.Stop(); err != nil {
 		t.Fatal(err)
 	}
-	br := bufio.NewReader(conn)
-	res, err := harness.ReadRawResponse(br, start, false)
+	res, err := conn.Response(false)
 	if err != nil {
 		t.Fatalf("%v\n%s", err, res.Wire)
 	}
@@ -492,7 +490,7 @@ http://127.0.0.1:`+strconv.Itoa(port)+` {
 		t.Fatalf("final %d %q", res.Status, res.Body)
 	}
 	// Go closes a connection that outlived Shutdown after its response.
-	if after, err := io.ReadAll(br); len(after) != 0 || (err != nil && !harness.IsConnReset(err)) {
+	if after, err := conn.Rest(); len(after) != 0 || err != nil {
 		t.Fatalf("after the final response: %q, %v", after, err)
 	}
 	relAssertNoMoreInterims(t, 100*time.Millisecond)
@@ -526,11 +524,7 @@ http://127.0.0.1:{PORT} {
 func TestUpstreamInterimsMeetTicks(t *testing.T) {
 	harness.LeakCheck(t)
 	const hints = 20
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	upstream := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	upstream := harness.Upstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		for i := range hints {
 			w.Header().Set("Link", fmt.Sprintf("</hint%d>; rel=preload", i))
 			w.WriteHeader(http.StatusEarlyHints)
@@ -539,9 +533,7 @@ func TestUpstreamInterimsMeetTicks(t *testing.T) {
 		w.Header().Del("Link")
 		w.Header().Set("X-Upstream", "final-only")
 		_, _ = io.WriteString(w, "upstream body")
-	})}
-	go func() { _ = upstream.Serve(ln) }()
-	t.Cleanup(func() { _ = upstream.Close() })
+	}))
 
 	port, _ := harness.StartCaddy(t, `
 http://127.0.0.1:{PORT} {
@@ -550,11 +542,11 @@ http://127.0.0.1:{PORT} {
 		interval 1ms
 		header X-Progress "{http.processing.count}"
 	}
-	reverse_proxy `+ln.Addr().String()+`
+	reverse_proxy `+upstream+`
 }
 `)
 	const requests = 40
-	sentBefore := relInterimsSent(t)
+	sentBefore := harness.InterimsSent(t)
 	var wg sync.WaitGroup
 	var n102, n103 atomic.Int64
 	for range requests {
@@ -608,7 +600,7 @@ http://127.0.0.1:{PORT} {
 		t.Errorf("no 102 between the upstream's %d 103s", n103.Load())
 	}
 	// Every 102 the module counted reached a client whole.
-	if sent := relInterimsSent(t) - sentBefore; int64(sent) != n102.Load() {
+	if sent := harness.InterimsSent(t) - sentBefore; int64(sent) != n102.Load() {
 		t.Errorf("module sent %v 102s, clients saw %d", sent, n102.Load())
 	}
 }

@@ -132,7 +132,7 @@ http://127.0.0.1:{PORT} {
 		want := float64(n * max102)
 		var got float64
 		for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-			if got = relInterimsSent(t) - sent0; got == want {
+			if got = harness.InterimsSent(t) - sent0; got == want {
 				return
 			}
 		}
@@ -142,7 +142,7 @@ http://127.0.0.1:{PORT} {
 	// Warm both routes, so that pools and lazily built state exist before
 	// anything is measured.
 	finish(open("/bare"), 0)
-	sent0 := relInterimsSent(t)
+	sent0 := harness.InterimsSent(t)
 	warm := open("/proc")
 	atMax(sent0)
 	finish(warm, max102)
@@ -155,14 +155,14 @@ http://127.0.0.1:{PORT} {
 	finish(bare, 0)
 
 	heap1, g1 := floodHeap(), runtime.NumGoroutine()
-	sent0 = relInterimsSent(t)
+	sent0 = harness.InterimsSent(t)
 	proc := open("/proc")
 	atMax(sent0)
 	heapProc, gProc := floodHeap(), runtime.NumGoroutine()
 	// Forty more intervals of waiting: max holds, and nothing piles up.
 	time.Sleep(200 * time.Millisecond)
 	heapLater := floodHeap()
-	if sent := relInterimsSent(t) - sent0; sent != float64(n*max102) {
+	if sent := harness.InterimsSent(t) - sent0; sent != float64(n*max102) {
 		t.Errorf("%v 102s for %d requests with max %d", sent, n, max102)
 	}
 	finish(proc, max102)

@@ -183,7 +183,11 @@ func newLateUse() *lateUse {
 func (l *lateUse) second(w http.ResponseWriter, r *http.Request) error {
 	close(l.secondWaiting)
 	<-l.used
-	time.Sleep(150 * time.Millisecond)
+	// 102s after the late use are where a write it made to this
+	// connection would show.
+	if err := harness.AwaitInterims(r, harness.InterimsSoFar(r)+3); err != nil {
+		return err
+	}
 	_, err := io.WriteString(w, "second")
 	return err
 }

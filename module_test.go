@@ -7,50 +7,116 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/c055b0d7/caddy-processing/internal/harness"
 )
 
+// TestInterimsWhileNextHandlerWorks: while the next handler works, 102s go
+// out on the grid delay + k × interval from the request's start: none
+// early, none systematically late, and one that went out late (the wheel
+// held up) does not push the next ones back: they return to the grid,
+// skipping the slots already missed rather than sending them in a burst.
 func TestInterimsWhileNextHandlerWorks(t *testing.T) {
-	harness.SetBehaviour(t, "slow", harness.SleepThen(1100*time.Millisecond, "done"))
+	const delay, interval = 300 * time.Millisecond, 400 * time.Millisecond
+	harness.SetBehaviour(t, "slow", harness.AfterInterims(3, "done"))
+	// The second 102 of /stalled waits behind the held wheel until about
+	// lateDelay + stall, late by most of an interval.
+	const lateDelay, lateInterval, stall = 200 * time.Millisecond, 600 * time.Millisecond, 1100 * time.Millisecond
+	harness.SetBehaviour(t, "stalled", func(w http.ResponseWriter, r *http.Request) error {
+		if err := harness.AwaitInterims(r, 1); err != nil {
+			return err
+		}
+		holdWheel(t, stall)
+		return harness.AfterInterims(4, "done")(w, r)
+	})
 	port, _ := harness.StartCaddy(t, `
 http://127.0.0.1:{PORT} {
-	processing {
-		delay 300ms
-		interval 200ms
+	handle /stalled {
+		processing {
+			delay 200ms
+			interval 600ms
+		}
+		test_work stalled
 	}
-	test_work slow
+	handle {
+		processing {
+			delay 300ms
+			interval 400ms
+		}
+		test_work slow
+	}
 }
 `)
 	res := harness.RawRequest(t, harness.Loopback(port), harness.RawGet("/"))
 	if res.Status != 200 || string(res.Body) != "done" {
 		t.Fatalf("final response %d %q, want 200 \"done\"", res.Status, res.Body)
 	}
-	// 102s due at 300, 500, 700, 900 ms and maybe 1100: generous bounds.
-	if n := len(res.Interims); n < 3 || n > 5 {
-		t.Fatalf("got %d interim responses, want 3 to 5:\n%s", n, res.Wire)
+	if n := len(res.Interims); n < 3 || n > 4 {
+		t.Fatalf("got %d interim responses, want the 3 the handler waited for (a 4th at most):\n%s", n, res.Wire)
 	}
-	if first := res.Interims[0].At; first < 290*time.Millisecond {
-		t.Errorf("first 102 after %v, before the 300ms delay", first)
-	}
-	for i, in := range res.Interims {
+	for k, in := range res.Interims {
 		if in.Code != 102 || in.Raw != harness.BareProcessing {
-			t.Errorf("interim %d is %q, want %q", i, in.Raw, harness.BareProcessing)
+			t.Errorf("interim %d is %q, want %q", k, in.Raw, harness.BareProcessing)
 		}
-		// The 102s keep to the grid 300ms + k × 200ms: none comes early
-		// (the client's clock started before the server's, so no slack is
-		// needed), a late one does not delay the next.
-		if slot := 300*time.Millisecond + time.Duration(i)*200*time.Millisecond; in.At < slot {
-			t.Errorf("interim %d came after %v, before its slot at %v", i, in.At, slot)
+		// None comes before its slot (the client's clock started before
+		// the server's, so no slack is needed), none long after it.
+		slot := delay + time.Duration(k)*interval
+		if in.At < slot || in.At > slot+gridSlack {
+			t.Errorf("interim %d came after %v, want within [%v, %v]", k, in.At, slot, slot+gridSlack)
 		}
 	}
+
+	res = harness.RawRequest(t, harness.Loopback(port), harness.RawGet("/stalled"))
+	if res.Status != 200 || len(res.Interims) < 4 {
+		t.Fatalf("held wheel: %d with %d interims:\n%s", res.Status, len(res.Interims), res.Wire)
+	}
+	if late := res.Interims[1].At; late < lateDelay+stall-50*time.Millisecond {
+		t.Fatalf("the second 102 came after %v, not held up by the stalled wheel", late)
+	}
+	checkBackOnGrid(t, "held wheel", lateDelay, lateInterval, res.Interims[2].At, res.Interims[3].At)
+}
+
+// gridSlack is how late after its slot a 102 may arrive: the coalescing
+// grid (at most maxGrid) and a loaded machine's scheduling delays, with
+// room to spare, yet less than any interval the grid tests use, so that a
+// schedule an interval late fails them.
+const gridSlack = maxGrid + 225*time.Millisecond
+
+// checkBackOnGrid checks that the 102s that came after a late one, at the
+// times at (since the request was sent), are each on a slot delay + k ×
+// interval: late by at most gridSlack, not by the late one's lateness.
+func checkBackOnGrid(t *testing.T, what string, delay, interval time.Duration, at ...time.Duration) {
+	t.Helper()
+	for _, a := range at {
+		if a < delay {
+			t.Errorf("%s: 102 at %v, before the delay", what, a)
+		} else if off := (a - delay) % interval; off > gridSlack {
+			t.Errorf("%s: a 102 after the late one came after %v, %v past the slot at %v: pushed back by the late one",
+				what, a, off, a-off)
+		}
+	}
+}
+
+// holdWheel holds the process's wheel for d, as a busy server might: no
+// 102 falls due meanwhile, and those due go out late, when it lets go.
+func holdWheel(t testing.TB, d time.Duration) {
+	wh, err := acquireWheel()
+	if err != nil {
+		t.Error(err)
+		return
+	}
+	defer releaseWheel()
+	wh.mu.Lock()
+	defer wh.mu.Unlock()
+	time.Sleep(d) // the stall is the test's input
 }
 
 func TestNoInterimForRequestFasterThanDelay(t *testing.T) {
@@ -73,16 +139,23 @@ http://127.0.0.1:{PORT} {
 // one.
 var anyStatusLine = regexp.MustCompile(`HTTP/1\.[01] \d{3} `)
 
+// TestNoInterimAfterFinalStatus: once the final status is written, the
+// module sends no more 102s. Go's servers drop a 1xx written after the final
+// status (with a "superfluous WriteHeader" log line) rather than put it on
+// the wire, so the bytes alone cannot show one: the module's own counter
+// must also have counted only the 102s the client saw.
 func TestNoInterimAfterFinalStatus(t *testing.T) {
-	// The next handler commits its status at once and then streams slowly,
-	// across many 102 intervals.
+	// The next handler commits its status after a few 102s and then
+	// streams slowly, across many 102 intervals.
 	harness.SetBehaviour(t, "stream", func(w http.ResponseWriter, r *http.Request) error {
-		time.Sleep(150 * time.Millisecond)
+		if err := harness.AwaitInterims(r, 3); err != nil {
+			return err
+		}
 		w.WriteHeader(http.StatusAccepted)
 		for i := range 10 {
 			fmt.Fprintf(w, "chunk %d\n", i)
 			http.NewResponseController(w).Flush()
-			time.Sleep(30 * time.Millisecond)
+			time.Sleep(30 * time.Millisecond) // 3 intervals between chunks
 		}
 		return nil
 	})
@@ -95,34 +168,64 @@ http://127.0.0.1:{PORT} {
 	test_work stream
 }
 `)
+	sentBefore := harness.InterimsSent(t)
 	res := harness.RawRequest(t, harness.Loopback(port), harness.RawGet("/"), harness.ReadToClose)
-	if res.Status != http.StatusAccepted || len(res.Interims) == 0 {
-		t.Fatalf("got %d with %d interims:\n%s", res.Status, len(res.Interims), res.Wire)
+	if res.Status != http.StatusAccepted || len(res.Interims) < 3 {
+		t.Fatalf("got %d with %d interims, want 202 after at least 3:\n%s", res.Status, len(res.Interims), res.Wire)
 	}
-	final := bytes.Index(res.Wire, []byte("HTTP/1.1 202 Accepted"))
-	if rest := append(res.Wire[final+1:], res.After...); anyStatusLine.Match(rest) || len(res.After) != 0 {
-		t.Fatalf("bytes or a status line follow the final one:\n%s%s", res.Wire, res.After)
+	final := bytes.Index(res.Wire, []byte("HTTP/1.1 202 Accepted\r\n"))
+	if rest := res.Wire[final+1:]; bytes.Contains(rest, []byte(" 102 ")) || anyStatusLine.Match(rest) {
+		t.Fatalf("a status line follows the final one:\n%s", res.Wire)
+	}
+	if len(res.After) != 0 {
+		t.Fatalf("bytes follow the final response:\n%s", res.After)
 	}
 	if !strings.HasPrefix(string(res.Body), "chunk 0\n") || !strings.HasSuffix(string(res.Body), "chunk 9\n") {
 		t.Fatalf("body %q", res.Body)
 	}
+	// The server closed the connection, so the handler has returned and
+	// the count is final.
+	if sent := harness.InterimsSent(t) - sentBefore; int(sent) != len(res.Interims) {
+		t.Fatalf("the module counted %v 102s, the client got %d before the final status", sent, len(res.Interims))
+	}
 }
 
+// TestInterimCarriesOnlyConfiguredHeaders: every 102 carries the
+// configured fields and nothing else, whenever the next handler set its own:
+// before the first 102, between two of them, or after several; and the
+// final response carries all the next handler's fields and none of the
+// 102s'.
 func TestInterimCarriesOnlyConfiguredHeaders(t *testing.T) {
 	// An upstream that sets a cookie at once and answers late, behind
 	// reverse_proxy; the route's own header directive and a handler that
 	// sets fields at once add more that must not leak either.
-	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Set-Cookie", "session=secret")
-		time.Sleep(700 * time.Millisecond)
-		io.WriteString(w, "from upstream")
-	}))
-	defer upstream.Close()
+	upstream := harness.SlowUpstream(t, 700*time.Millisecond, "from upstream", "Set-Cookie: session=secret")
 	harness.SetBehaviour(t, "leaky", func(w http.ResponseWriter, r *http.Request) error {
 		w.Header().Set("Set-Cookie", "local=secret")
 		w.Header().Set("X-Internal", "do-not-leak")
-		time.Sleep(700 * time.Millisecond)
+		if err := harness.AwaitInterims(r, 3); err != nil {
+			return err
+		}
 		_, err := io.WriteString(w, "from handler")
+		return err
+	})
+	// A handler that sets a field, waits for a 102 to go out, sets the
+	// next, and so on: each field is set while 102s are going out, and
+	// the 102s after it must not carry it.
+	const steps = 4
+	harness.SetBehaviour(t, "between", func(w http.ResponseWriter, r *http.Request) error {
+		w.Header().Set("Set-Cookie", "step=secret")
+		for i := range steps {
+			if err := harness.AwaitInterims(r, i+1); err != nil {
+				return err
+			}
+			w.Header().Set(fmt.Sprintf("X-Step-%d", i), "do-not-leak")
+			w.Header().Add("Set-Cookie", fmt.Sprintf("step%d=secret", i))
+		}
+		if err := harness.AwaitInterims(r, steps+1); err != nil {
+			return err
+		}
+		_, err := io.WriteString(w, "from steps")
 		return err
 	})
 	port, _ := harness.StartCaddy(t, `
@@ -135,14 +238,24 @@ http://127.0.0.1:{PORT} {
 	}
 	header X-Route "set by header directive"
 	handle /proxy {
-		reverse_proxy `+strings.TrimPrefix(upstream.URL, "http://")+`
+		reverse_proxy `+upstream+`
+	}
+	handle /between {
+		test_work between
 	}
 	test_work leaky
 }
 `)
-	for _, tc := range []struct{ path, cookie, body string }{
-		{"/proxy", "session=secret", "from upstream"},
-		{"/local", "local=secret", "from handler"},
+	for _, tc := range []struct {
+		path    string
+		cookies []string
+		fields  []string // set by the next handler, wanted on the final response
+		body    string
+	}{
+		{"/proxy", []string{"session=secret"}, nil, "from upstream"},
+		{"/local", []string{"local=secret"}, []string{"X-Internal"}, "from handler"},
+		{"/between", []string{"step=secret", "step0=secret", "step1=secret", "step2=secret", "step3=secret"},
+			[]string{"X-Step-0", "X-Step-1", "X-Step-2", "X-Step-3"}, "from steps"},
 	} {
 		t.Run(tc.path, func(t *testing.T) {
 			res := harness.RawRequest(t, harness.Loopback(port), harness.RawGet(tc.path))
@@ -159,8 +272,13 @@ http://127.0.0.1:{PORT} {
 			if res.Status != 200 || string(res.Body) != tc.body {
 				t.Fatalf("final %d %q", res.Status, res.Body)
 			}
-			if got := res.Header.Get("Set-Cookie"); got != tc.cookie {
-				t.Errorf("final Set-Cookie %q, want %q", got, tc.cookie)
+			if got := res.Header.Values("Set-Cookie"); !slices.Equal(got, tc.cookies) {
+				t.Errorf("final Set-Cookie %q, want %q", got, tc.cookies)
+			}
+			for _, f := range tc.fields {
+				if res.Header.Get(f) == "" {
+					t.Errorf("final response lacks %s: %v", f, res.Header)
+				}
 			}
 			// reverse_proxy swaps Caddy's Server field for Via.
 			if (res.Header.Get("Server") != "Caddy" && res.Header.Get("Via") != "1.1 Caddy") || res.Header.Get("X-Route") == "" {
@@ -199,7 +317,7 @@ func TestNextHandlersInterimsPassThroughAndRestartClock(t *testing.T) {
 	// own, for 1.2s. Each restarts the 400ms clock, so processing itself
 	// sends none: the client sees exactly the upstream's interims, with
 	// their own headers.
-	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	upstream := harness.Upstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Set-Cookie", "upstream=secret")
 		for i := range 8 {
 			time.Sleep(150 * time.Millisecond)
@@ -213,11 +331,10 @@ func TestNextHandlersInterimsPassThroughAndRestartClock(t *testing.T) {
 		}
 		io.WriteString(w, "final")
 	}))
-	defer upstream.Close()
 	port, _ := harness.StartCaddy(t, `
 http://127.0.0.1:{PORT} {
 	processing 400ms
-	reverse_proxy `+strings.TrimPrefix(upstream.URL, "http://")+`
+	reverse_proxy `+upstream+`
 }
 `)
 	res := harness.RawRequest(t, harness.Loopback(port), harness.RawGet("/"))
@@ -306,7 +423,7 @@ http://127.0.0.1:{PORT} {
 }
 
 func TestJSONConfig(t *testing.T) {
-	harness.SetBehaviour(t, "slow", harness.SleepThen(500*time.Millisecond, "done"))
+	harness.SetBehaviour(t, "slow", harness.AfterInterims(3, "done"))
 	port := harness.FreePort(t)
 	cfg := map[string]any{
 		"admin": map[string]any{"disabled": true, "config": map[string]any{"persist": false}},
@@ -380,8 +497,24 @@ func TestDownstreamSeesOrdinaryResponseWriter(t *testing.T) {
 	}
 	wantSum := sha256.Sum256(big)
 
+	// Work before file_server: 102s go out, and file_server then gets the
+	// writer they went through.
+	var readerFrom atomic.Int32 // 1: file_server's writer is an io.ReaderFrom, 2: it is not
+	harness.SetBehaviour(t, "beforefile", func(w http.ResponseWriter, r *http.Request) error {
+		if err := harness.AwaitInterims(r, 2); err != nil {
+			return err
+		}
+		if _, ok := w.(io.ReaderFrom); ok {
+			readerFrom.Store(1)
+		} else {
+			readerFrom.Store(2)
+		}
+		return harness.ErrNext
+	})
 	harness.SetBehaviour(t, "servecontent", func(w http.ResponseWriter, r *http.Request) error {
-		time.Sleep(300 * time.Millisecond)
+		if err := harness.AwaitInterims(r, 2); err != nil {
+			return err
+		}
 		f, err := os.Open(filepath.Join(dir, "big.bin"))
 		if err != nil {
 			return err
@@ -393,7 +526,9 @@ func TestDownstreamSeesOrdinaryResponseWriter(t *testing.T) {
 	})
 	flushed := make(chan struct{})
 	harness.SetBehaviour(t, "flush", func(w http.ResponseWriter, r *http.Request) error {
-		time.Sleep(200 * time.Millisecond)
+		if err := harness.AwaitInterims(r, 2); err != nil {
+			return err
+		}
 		rc := http.NewResponseController(w)
 		// Reaches the connection through Unwrap.
 		if err := rc.SetWriteDeadline(time.Now().Add(time.Minute)); err != nil {
@@ -411,7 +546,9 @@ func TestDownstreamSeesOrdinaryResponseWriter(t *testing.T) {
 		return nil
 	})
 	harness.SetBehaviour(t, "hijack", func(w http.ResponseWriter, r *http.Request) error {
-		time.Sleep(200 * time.Millisecond)
+		if err := harness.AwaitInterims(r, 2); err != nil {
+			return err
+		}
 		conn, brw, err := http.NewResponseController(w).Hijack()
 		if err != nil {
 			return err
@@ -426,6 +563,7 @@ http://127.0.0.1:{PORT} {
 	handle /static/* {
 		uri strip_prefix /static
 		root * `+dir+`
+		test_work beforefile
 		file_server
 	}
 	handle /servecontent {
@@ -442,10 +580,16 @@ http://127.0.0.1:{PORT} {
 	get := func(path string) *harness.RawResponse {
 		return harness.RawRequest(t, harness.Loopback(port), harness.RawGet(path))
 	}
+	// file_server copies the file with io.Copy, which takes the writer's
+	// ReadFrom, and net/http's ReadFrom sends the file with sendfile(2):
+	// the module's writer must offer it after 102s went out too.
 	t.Run("file_server", func(t *testing.T) {
 		res := get("/static/big.bin")
-		if res.Status != 200 || sha256.Sum256(res.Body) != wantSum {
-			t.Fatalf("file_server: %d, %d bytes", res.Status, len(res.Body))
+		if res.Status != 200 || sha256.Sum256(res.Body) != wantSum || len(res.Interims) < 2 {
+			t.Fatalf("file_server: %d, %d bytes, %d interims", res.Status, len(res.Body), len(res.Interims))
+		}
+		if readerFrom.Load() != 1 {
+			t.Fatalf("the writer file_server got after 102s is not an io.ReaderFrom: no sendfile")
 		}
 	})
 	t.Run("ReadFrom", func(t *testing.T) {
@@ -493,9 +637,11 @@ http://127.0.0.1:{PORT} {
 // own for its 102s instead; they still stay out of every 102, reach the
 // final response, and the next handler can delete them.
 func TestOtherFieldsSetBeforeTheModule(t *testing.T) {
-	harness.SetBehaviour(t, "keeps", harness.WriteAfter(250*time.Millisecond, "body"))
+	harness.SetBehaviour(t, "keeps", harness.WriteAfterInterims(2, "body"))
 	harness.SetBehaviour(t, "deletes", func(w http.ResponseWriter, r *http.Request) error {
-		time.Sleep(250 * time.Millisecond)
+		if err := harness.AwaitInterims(r, 2); err != nil {
+			return err
+		}
 		w.Header().Del("X-Before")
 		w.Header().Del("Server")
 		_, err := io.WriteString(w, "body")
@@ -550,15 +696,19 @@ func TestOtherFieldsSetBeforeTheModule(t *testing.T) {
 // handler asks for its header map before the final status, writes without
 // asking, or fails into handle_errors.
 func TestFieldsSetBeforeTheModuleReachTheFinalResponse(t *testing.T) {
-	harness.SetBehaviour(t, "writeonly", harness.WriteAfter(250*time.Millisecond, "body"))
+	harness.SetBehaviour(t, "writeonly", harness.WriteAfterInterims(2, "body"))
 	harness.SetBehaviour(t, "header", func(w http.ResponseWriter, r *http.Request) error {
-		time.Sleep(250 * time.Millisecond)
+		if err := harness.AwaitInterims(r, 2); err != nil {
+			return err
+		}
 		w.Header().Set("X-Late", "1")
 		_, err := io.WriteString(w, "body")
 		return err
 	})
 	harness.SetBehaviour(t, "fails", func(w http.ResponseWriter, r *http.Request) error {
-		time.Sleep(250 * time.Millisecond)
+		if err := harness.AwaitInterims(r, 2); err != nil {
+			return err
+		}
 		return fmt.Errorf("downstream failed")
 	})
 	port, tlsPort := harness.StartCaddy(t, harness.ProtocolSites(`
@@ -618,7 +768,9 @@ func TestTrailersSetThroughAKeptHeaderMap(t *testing.T) {
 	harness.SetBehaviour(t, "trailers", func(w http.ResponseWriter, r *http.Request) error {
 		h := w.Header()
 		h.Set("Trailer", "X-Checksum")
-		time.Sleep(200 * time.Millisecond)
+		if err := harness.AwaitInterims(r, 2); err != nil {
+			return err
+		}
 		w.WriteHeader(http.StatusOK)
 		if _, err := io.WriteString(w, "payload"); err != nil {
 			return err

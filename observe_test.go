@@ -9,34 +9,14 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/c055b0d7/caddy-processing/internal/harness"
-	"github.com/caddyserver/caddy/v2"
 )
 
-// metricValue reads one sample from Prometheus text exposition.
-func metricValue(t *testing.T, url, name, server string) float64 {
-	t.Helper()
-	res, err := http.Get(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer res.Body.Close()
-	body, _ := io.ReadAll(res.Body)
-	re := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(name) + `\{server="` + regexp.QuoteMeta(server) + `"\} (\S+)$`)
-	m := re.FindSubmatch(body)
-	if m == nil {
-		return 0
-	}
-	v, err := strconv.ParseFloat(string(m[1]), 64)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return v
-}
-
-func observeConfig(logFile, accessLog, interval string) string {
+// observeConfig is the sites of TestLogsVariableAndMetrics: each request
+// gets exactly max 102s, interval apart, since its handler answers once
+// they went out (observeBehaviours).
+func observeConfig(logFile, accessLog, interval string, max int) string {
 	return fmt.Sprintf(`
 http://127.0.0.1:{PORT} {
 	log {
@@ -48,31 +28,39 @@ http://127.0.0.1:{PORT} {
 		metrics
 	}
 	handle /write {
-		processing %[3]s
+		processing %[3]s {
+			max %[4]d
+		}
 		test_work slowwrite
 	}
 	handle /nothing {
-		processing %[3]s
+		processing %[3]s {
+			max %[4]d
+		}
 		test_work slownothing
 	}
 }
 http://127.0.0.1:{TLSPORT} {
-	processing %[3]s
+	processing %[3]s {
+		max %[4]d
+	}
 	test_work slowwrite
 }
-`, logFile, accessLog, interval)
+`, logFile, accessLog, interval, max)
+}
+
+// observeBehaviours sets the handlers of observeConfig: they answer once
+// max 102s went out, one with a body and an implicit 200, one with nothing
+// at all.
+func observeBehaviours(t *testing.T, max int) {
+	harness.SetBehaviour(t, "slowwrite", harness.AfterInterims(max, "written"))
+	harness.SetBehaviour(t, "slownothing", func(w http.ResponseWriter, r *http.Request) error {
+		return harness.AwaitInterims(r, max)
+	})
 }
 
 func TestLogsVariableAndMetrics(t *testing.T) {
-	harness.SetBehaviour(t, "slowwrite", func(w http.ResponseWriter, r *http.Request) error {
-		time.Sleep(700 * time.Millisecond)
-		_, err := io.WriteString(w, "written") // implicit 200
-		return err
-	})
-	harness.SetBehaviour(t, "slownothing", func(w http.ResponseWriter, r *http.Request) error {
-		time.Sleep(700 * time.Millisecond)
-		return nil // writes nothing at all
-	})
+	observeBehaviours(t, 3)
 	dir := t.TempDir()
 	logFile, accessLog := filepath.Join(dir, "caddy.log"), filepath.Join(dir, "access.log")
 	// Server names fixed by listener: the adapter numbers servers in the
@@ -89,14 +77,15 @@ func TestLogsVariableAndMetrics(t *testing.T) {
 	servers :{TLSPORT} {
 		name second
 	}`, logFile))
-	sites := observeConfig(logFile, accessLog, "200ms")
+	// A 400 ms interval: a 102 sent a whole interval late stands well
+	// apart from a scheduler's noise (lateness below).
+	sites := observeConfig(logFile, accessLog, "400ms", 3)
 	port, port2 := harness.StartCaddyGlobal(t, global, sites)
 	metricsURL := fmt.Sprintf("http://127.0.0.1:%d/metrics", port)
-	sentBefore := metricValue(t, metricsURL, "caddy_http_processing_interim_responses_total", "first")
-	reqsBefore := metricValue(t, metricsURL, "caddy_http_processing_requests_total", "first")
-	const lateness = "caddy_http_processing_interim_lateness_seconds"
-	lateCountBefore := metricValue(t, metricsURL, lateness+"_count", "first")
-	lateSumBefore := metricValue(t, metricsURL, lateness+"_sum", "first")
+	const requests, lateness = "caddy_http_processing_requests_total", "caddy_http_processing_interim_lateness_seconds"
+	sentBefore := harness.InterimsSent(t, "server", "first")
+	reqsBefore := harness.CounterValue(t, requests, "server", "first")
+	lateBefore := harness.Histogram(t, lateness, "server", "first")
 
 	for _, path := range []string{"/write", "/nothing"} {
 		res := harness.RawRequest(t, harness.Loopback(port), harness.RawGet(path))
@@ -157,25 +146,34 @@ func TestLogsVariableAndMetrics(t *testing.T) {
 			first, second, grepLines(string(body), "duration_seconds_count"))
 	}
 
+	// Caddy's metrics handler serves the module's metrics.
+	if !strings.Contains(string(body), harness.InterimsSentMetric+`{server="first"}`) {
+		t.Errorf("Caddy's metrics lack the module's counter:\n%s", grepLines(string(body), "processing"))
+	}
+
 	// The module's counters, shared by both servers' handlers.
-	if got := metricValue(t, metricsURL, "caddy_http_processing_interim_responses_total", "first") - sentBefore; got != 6 {
+	if got := harness.InterimsSent(t, "server", "first") - sentBefore; got != 6 {
 		t.Errorf("first server interim counter rose by %v, want 6", got)
 	}
-	if got := metricValue(t, metricsURL, "caddy_http_processing_requests_total", "first") - reqsBefore; got != 2 {
+	if got := harness.CounterValue(t, requests, "server", "first") - reqsBefore; got != 2 {
 		t.Errorf("first server request counter rose by %v, want 2", got)
 	}
-	if got := metricValue(t, metricsURL, "caddy_http_processing_interim_responses_total", "second"); got < 3 {
+	if got := harness.InterimsSent(t, "server", "second"); got < 3 {
 		t.Errorf("second server interim counter %v, want at least 3", got)
 	}
 	// Each of the six 102s was scheduled (no Prefer: processing), and went
-	// out neither before its time nor seconds after it.
-	if got := metricValue(t, metricsURL, lateness+"_count", "first") - lateCountBefore; got != 6 {
-		t.Errorf("lateness histogram of the first server rose by %v observations, want 6", got)
+	// out neither before its time nor long after it. A 102 sent a whole
+	// interval (400 ms) late lands above the 250 ms bucket; a loaded
+	// machine's scheduling delays stay far below that.
+	late := harness.Histogram(t, lateness, "server", "first").Since(lateBefore)
+	if late.Count != 6 {
+		t.Errorf("lateness histogram of the first server rose by %v observations, want 6", late.Count)
 	}
-	if got := metricValue(t, metricsURL, lateness+"_sum", "first") - lateSumBefore; got < 0 || got > 6*2.5 {
-		t.Errorf("lateness of the first server's six 102s sums to %vs", got)
+	if late.Buckets[0.25] != late.Count || late.Sum < 0 || late.Sum > 6*0.25 {
+		t.Errorf("lateness of the first server's %d 102s: %d within 250 ms, %vs in all (buckets %v)",
+			late.Count, late.Buckets[0.25], late.Sum, late.Buckets)
 	}
-	if got := metricValue(t, metricsURL, lateness+"_count", "second"); got < 3 {
+	if got := harness.Histogram(t, lateness, "server", "second").Count; got < 3 {
 		t.Errorf("lateness histogram of the second server has %v observations, want at least 3", got)
 	}
 
@@ -211,13 +209,12 @@ func TestLogsVariableAndMetrics(t *testing.T) {
 
 	// A reload with a changed config neither fails on registering the
 	// metrics again nor loses their count.
-	sentBeforeReload := metricValue(t, metricsURL, "caddy_http_processing_interim_responses_total", "first")
-	lateBeforeReload := metricValue(t, metricsURL, lateness+"_count", "first")
-	reloaded := strings.ReplaceAll(strings.ReplaceAll(global+observeConfig(logFile, accessLog, "300ms"),
+	observeBehaviours(t, 2)
+	sentBeforeReload := harness.InterimsSent(t, "server", "first")
+	lateBeforeReload := harness.Histogram(t, lateness, "server", "first").Count
+	reloaded := strings.ReplaceAll(strings.ReplaceAll(global+observeConfig(logFile, accessLog, "300ms", 2),
 		"{PORT}", strconv.Itoa(port)), "{TLSPORT}", strconv.Itoa(port2))
-	if err := loadAgain(harness.Adapt(t, reloaded)); err != nil {
-		t.Fatalf("reload: %v", err)
-	}
+	harness.Reload(t, harness.Adapt(t, reloaded))
 	// The new server takes over the listener; wait until it answers.
 	harness.Eventually(t, "the reloaded server", func() bool {
 		c, err := http.Get(metricsURL)
@@ -229,17 +226,12 @@ func TestLogsVariableAndMetrics(t *testing.T) {
 	if res := harness.RawRequest(t, harness.Loopback(port), harness.RawGet("/write")); len(res.Interims) != 2 {
 		t.Fatalf("after reload: %d interims, want 2 at 300ms", len(res.Interims))
 	}
-	if got := metricValue(t, metricsURL, "caddy_http_processing_interim_responses_total", "first"); got != sentBeforeReload+2 {
+	if got := harness.InterimsSent(t, "server", "first"); got != sentBeforeReload+2 {
 		t.Errorf("after reload the counter is %v, want %v", got, sentBeforeReload+2)
 	}
-	if got := metricValue(t, metricsURL, lateness+"_count", "first"); got != lateBeforeReload+2 {
+	if got := harness.Histogram(t, lateness, "server", "first").Count; got != lateBeforeReload+2 {
 		t.Errorf("after reload the lateness histogram has %v observations, want %v", got, lateBeforeReload+2)
 	}
-}
-
-// loadAgain replaces the running config, as `caddy reload` does.
-func loadAgain(cfg []byte) error {
-	return caddyLoad(cfg)
 }
 
 func grepLines(s, sub string) string {
@@ -251,5 +243,3 @@ func grepLines(s, sub string) string {
 	}
 	return strings.Join(out, "\n")
 }
-
-var caddyLoad = func(cfg []byte) error { return caddy.Load(cfg, true) }

@@ -23,8 +23,8 @@ import (
 // writer's methods: the work before next is in prepare and the work after
 // it in end, so that only what next needs is on the stack. A goroutine
 // starts with a small stack that is copied into one twice the size when
-// it runs out; a few hundred bytes more can double an HTTP/1.1 request's
-// stack from 8 to 16 KiB (docs/performance.md).
+// it runs out, so a few hundred bytes more on the deepest path can double
+// a request's stack.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) (err error) {
 	iw, served, err := h.prepare(w, r, next)
 	if served {
@@ -67,6 +67,16 @@ func (h *Handler) prepare(w http.ResponseWriter, r *http.Request, next caddyhttp
 		return nil, false, nil
 	}
 	asked := prefer.Has(r.Header["Prefer"], "processing")
+	// A processing handler inside the route of another one (a site-wide
+	// one and one in a handle block) sees the same request: two writers
+	// would each write 102s to net/http's writer under their own lock, at
+	// once, which corrupts the response. The outer writer stays the only
+	// one and follows this handler's configuration from now on, the more
+	// specific one.
+	if outer := enclosingWriter(w); outer != nil {
+		outer.adopt(h, r, asked)
+		return nil, false, nil
+	}
 	if h.OptIn && !asked {
 		setCountVar(vars, &noInterims)
 		return nil, false, nil
@@ -243,7 +253,9 @@ type interimWriter struct {
 	// to a waiting request (BenchmarkInFlightMemory reports it).
 
 	// Set by prepare and begin on the request's goroutine before the
-	// writer is shared, read-only after.
+	// writer is shared, read-only after; but h and fields, which adopt
+	// changes under stateMu on the request's goroutine, and which other
+	// goroutines read under stateMu.
 	h          *Handler
 	rw         http.ResponseWriter
 	realHeader http.Header
@@ -282,6 +294,9 @@ type interimWriter struct {
 	// it only at the final status (under stateMu) or once the phase is
 	// done; the next handler owns it otherwise.
 	held http.Header
+	// quiet: a nested handler with opt_in, on a request that did not ask
+	// for 102s, took over (adopt): no more 102s.
+	quiet bool
 }
 
 // begin arms the first 102. No other goroutine can see the writer yet, so
@@ -310,10 +325,63 @@ func (w *interimWriter) begin(r *http.Request, asked bool, start time.Duration) 
 	}
 }
 
+// enclosingWriter is the writer of a processing handler that w is, or
+// wraps, or nil.
+func enclosingWriter(w http.ResponseWriter) *interimWriter {
+	for {
+		if iw, ok := w.(*interimWriter); ok {
+			return iw
+		}
+		u, ok := w.(interface{ Unwrap() http.ResponseWriter })
+		if !ok {
+			return nil
+		}
+		w = u.Unwrap()
+	}
+}
+
+// adopt makes the writer follow h, a processing handler nested inside the
+// one that made it, from now on: its delay, interval, max, opt_in and
+// header fields. It runs on the request's goroutine, as begin does; the
+// wheel's fires read h and fields under stateMu.
+func (w *interimWriter) adopt(h *Handler, r *http.Request, asked bool) {
+	fields := &h.fields
+	if h.resolveFields {
+		resolved := resolveFields(h.fields, r)
+		fields = &resolved
+	}
+	w.stateMu.Lock()
+	defer w.stateMu.Unlock()
+	prev := w.h
+	w.h, w.fields = h, fields
+	w.quiet = h.OptIn && !asked
+	s := w.state.load()
+	switch {
+	case w.quiet:
+		// A fire already scheduled finds the writer quiet.
+	case s.phase() == phaseReceiving && asked:
+		w.state.storeLocked(s | due)
+	case s.phase() == phaseReceiving:
+		w.scheduleLocked(w.start + h.delay)
+	case s.phase() == phaseWaiting && asked && w.count.load() == 0:
+		// As in begin: a client that asks for progress gets a 102 at once.
+		now := monoClock{}.now()
+		w.sendInterimLocked(now, false)
+		w.scheduleLocked(now + h.interval)
+	case s.phase() == phaseWaiting:
+		at := w.start + h.delay
+		if w.count.load() > 0 {
+			// The last 102 went out at the slot before nextDue.
+			at = w.nextDue - prev.interval + h.interval
+		}
+		w.scheduleLocked(at)
+	}
+}
+
 // scheduleLocked puts the next 102, due at the grid time at, on the wheel,
 // rounded up to the handler's coalescing grid.
 func (w *interimWriter) scheduleLocked(at time.Duration) {
-	if w.h.Max > 0 && w.count.load() >= w.h.Max {
+	if w.quiet || w.h.Max > 0 && w.count.load() >= w.h.Max {
 		return
 	}
 	w.nextDue = at
@@ -350,13 +418,13 @@ func (w *interimWriter) due(gen uint32) {
 	}
 	now := monoClock{}.now()
 	w.sendInterimLocked(now, true)
-	// The next one keeps to the grid, so that late fires on a busy server
-	// do not push every later one back, but never comes sooner than an
-	// interval less the coalescing grid after this one: slots already
-	// missed are skipped rather than sent in a burst.
+	// The next one keeps to the schedule (delay + k × interval), so that
+	// a late fire on a busy server does not push every later one back.
+	// Slots already missed, or that would come less than half an interval
+	// after this 102, are skipped rather than sent in a burst.
 	next := w.nextDue + w.h.interval
-	if soonest := now + w.h.interval - w.grid(); next < soonest {
-		next = soonest
+	for next < now+w.h.interval/2 {
+		next += w.h.interval
 	}
 	w.scheduleLocked(next)
 }
@@ -366,7 +434,7 @@ func (w *interimWriter) due(gen uint32) {
 // for, sent at once).
 func (w *interimWriter) sendInterimLocked(now time.Duration, scheduled bool) {
 	count := w.count.load()
-	if w.h.Max > 0 && count >= w.h.Max {
+	if w.quiet || w.h.Max > 0 && count >= w.h.Max {
 		return
 	}
 	w.vacateLocked()

@@ -394,7 +394,7 @@ func BenchmarkLateFiresReachNoOtherRequest(b *testing.B) {
 // figure is "heap-B/inflight", from the live heap after a full GC with
 // every request of the op's batch waiting in its next handler.
 // Goroutine stacks are left out: the same goroutines run either way (the
-// module adds a few frames to each, see docs/performance.md).
+// module adds a few frames to each).
 func BenchmarkInFlightMemory(b *testing.B) {
 	const batch = 2000
 	for _, with := range []bool{false, true} {

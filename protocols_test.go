@@ -20,7 +20,7 @@ import (
 )
 
 func TestEveryProtocolGetsInterims(t *testing.T) {
-	harness.SetBehaviour(t, "slow", harness.SleepThen(600*time.Millisecond, "slow body"))
+	harness.SetBehaviour(t, "slow", harness.AfterInterims(4, "slow body"))
 	port, tlsPort := harness.StartCaddy(t, harness.ProtocolSites(`
 	processing {
 		delay 100ms

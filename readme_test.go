@@ -8,7 +8,6 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"regexp"
 	"strconv"
@@ -54,7 +53,7 @@ func TestDefaultIntervalAndDelay(t *testing.T) {
 // time since Caddy received the request, in milliseconds, written as
 // Go writes a duration ("200ms", "20.001s").
 func TestElapsedPlaceholderIsTimeSinceStart(t *testing.T) {
-	harness.SetBehaviour(t, "slow", harness.SleepThen(time.Second, "done"))
+	harness.SetBehaviour(t, "slow", harness.AfterInterims(2, "done"))
 	port, _ := harness.StartCaddy(t, `
 http://127.0.0.1:{PORT} {
 	processing {
@@ -98,7 +97,7 @@ func TestCaddyfileExampleAsTheREADMEShowsIt(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	upstream := harness.Upstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		seconds, _ := strconv.ParseFloat(r.URL.Query().Get("seconds"), 64)
 		select {
 		case <-time.After(time.Duration(seconds * float64(time.Second))):
@@ -107,12 +106,11 @@ func TestCaddyfileExampleAsTheREADMEShowsIt(t *testing.T) {
 		}
 		fmt.Fprintf(w, "done after %v seconds\n", seconds)
 	}))
-	defer upstream.Close()
 	port := harness.FreePort(t)
 	text := string(example)
 	for _, r := range []struct{ old, new string }{
 		{"http://localhost:8080 {", fmt.Sprintf("http://127.0.0.1:%d {", port)},
-		{"reverse_proxy 127.0.0.1:9080", "reverse_proxy " + upstream.Listener.Addr().String()},
+		{"reverse_proxy 127.0.0.1:9080", "reverse_proxy " + upstream},
 		// Keep the example's log lines out of the test's output, and its
 		// config out of Caddy's autosave.
 		{"\tlog\n", "\tlog {\n\t\toutput discard\n\t}\n"},

@@ -490,61 +490,98 @@ func TestWheelNextFireQueuedBeforeTheLastReturned(t *testing.T) {
 }
 
 // TestHTTP2InterimsOnTheGridNeverEarly: the 102s of streams that share an
-// HTTP/2 connection fall due on the coalescing grid (interval/8, here
-// 25 ms), which may make one later but never earlier than its slot
-// delay + k × interval, counted from when the client sent the request.
+// HTTP/2 connection fall due on the coalescing grid (interval/8, at most
+// maxGrid), which may make one later but never earlier than its slot
+// delay + k × interval, counted from when the client sent the request, and
+// never systematically later. When the wheel was held up and every
+// stream's second 102 went out late, the next ones return to their slots.
 func TestHTTP2InterimsOnTheGridNeverEarly(t *testing.T) {
-	harness.SetBehaviour(t, "slow", harness.SleepThen(1100*time.Millisecond, "done"))
+	harness.SetBehaviour(t, "slow", harness.AfterInterims(3, "done"))
+	var holdOnce sync.Once
+	harness.SetBehaviour(t, "stalled", func(w http.ResponseWriter, r *http.Request) error {
+		if err := harness.AwaitInterims(r, 1); err != nil {
+			return err
+		}
+		holdOnce.Do(func() { holdWheel(t, 1100*time.Millisecond) })
+		return harness.AfterInterims(4, "done")(w, r)
+	})
 	port, _ := harness.StartCaddy(t, `
 http://127.0.0.1:{PORT} {
-	processing {
-		delay 300ms
-		interval 200ms
+	handle /stalled {
+		processing {
+			delay 200ms
+			interval 600ms
+		}
+		test_work stalled
 	}
-	test_work slow
+	handle {
+		processing {
+			delay 300ms
+			interval 400ms
+		}
+		test_work slow
+	}
 }
 `)
 	client := harness.H2CClient()
 	const streams = 8
-	var wg sync.WaitGroup
-	for s := range streams {
-		wg.Go(func() {
-			var mu sync.Mutex
-			var at []time.Duration
-			start := time.Now()
-			trace := &httptrace.ClientTrace{Got1xxResponse: func(code int, _ textproto.MIMEHeader) error {
-				mu.Lock()
-				defer mu.Unlock()
-				if code == http.StatusProcessing {
-					at = append(at, time.Since(start))
+	// streamInterims sends the streams' requests for path together on the
+	// client's one connection and returns when each 102 arrived, per
+	// stream, since its request was sent.
+	streamInterims := func(path string) [][]time.Duration {
+		at := make([][]time.Duration, streams)
+		var wg sync.WaitGroup
+		for s := range streams {
+			wg.Go(func() {
+				var mu sync.Mutex
+				start := time.Now()
+				trace := &httptrace.ClientTrace{Got1xxResponse: func(code int, _ textproto.MIMEHeader) error {
+					mu.Lock()
+					defer mu.Unlock()
+					if code == http.StatusProcessing {
+						at[s] = append(at[s], time.Since(start))
+					}
+					return nil
+				}}
+				req, _ := http.NewRequest("GET", fmt.Sprintf("http://127.0.0.1:%d%s?s=%d", port, path, s), nil)
+				res, err := client.Do(req.WithContext(httptrace.WithClientTrace(req.Context(), trace)))
+				if err != nil {
+					t.Errorf("%s stream %d: %v", path, s, err)
+					return
 				}
-				return nil
-			}}
-			req, _ := http.NewRequest("GET", fmt.Sprintf("http://127.0.0.1:%d/?s=%d", port, s), nil)
-			res, err := client.Do(req.WithContext(httptrace.WithClientTrace(req.Context(), trace)))
-			if err != nil {
-				t.Errorf("stream %d: %v", s, err)
-				return
-			}
-			body, _ := io.ReadAll(res.Body)
-			res.Body.Close()
-			mu.Lock()
-			defer mu.Unlock()
-			if res.StatusCode != 200 || string(body) != "done" || res.ProtoMajor != 2 {
-				t.Errorf("stream %d: %s %d %q", s, res.Proto, res.StatusCode, body)
-			}
-			// 102s due at 300, 500, 700, 900 ms and maybe 1100.
-			if len(at) < 3 || len(at) > 5 {
-				t.Errorf("stream %d: %d 102s, want 3 to 5", s, len(at))
-			}
-			for k, a := range at {
-				if slot := 300*time.Millisecond + time.Duration(k)*200*time.Millisecond; a < slot {
-					t.Errorf("stream %d: 102 %d after %v, before its slot at %v", s, k, a, slot)
+				body, _ := io.ReadAll(res.Body)
+				res.Body.Close()
+				if res.StatusCode != 200 || string(body) != "done" || res.ProtoMajor != 2 {
+					t.Errorf("%s stream %d: %s %d %q", path, s, res.Proto, res.StatusCode, body)
 				}
-			}
-		})
+			})
+		}
+		wg.Wait()
+		return at
 	}
-	wg.Wait()
+
+	const delay, interval = 300 * time.Millisecond, 400 * time.Millisecond
+	for s, at := range streamInterims("/") {
+		if len(at) < 3 || len(at) > 4 {
+			t.Errorf("stream %d: %d 102s, want the 3 its handler waited for (a 4th at most)", s, len(at))
+		}
+		for k, a := range at {
+			if slot := delay + time.Duration(k)*interval; a < slot || a > slot+gridSlack {
+				t.Errorf("stream %d: 102 %d after %v, want within [%v, %v]", s, k, a, slot, slot+gridSlack)
+			}
+		}
+	}
+
+	for s, at := range streamInterims("/stalled") {
+		if len(at) < 4 {
+			t.Errorf("held wheel, stream %d: %d 102s, want 4", s, len(at))
+			continue
+		}
+		if at[1] < 1200*time.Millisecond {
+			t.Errorf("held wheel, stream %d: second 102 after %v, not held up", s, at[1])
+		}
+		checkBackOnGrid(t, fmt.Sprintf("held wheel, stream %d", s), 200*time.Millisecond, 600*time.Millisecond, at[2:]...)
+	}
 }
 
 // TestBlockedFiresHoldBackNoOtherFire: more fires due in one tick than

@@ -9,7 +9,6 @@ package processing
 // HTTP/1.1), and the 102s the clients saw add up to what the module sent.
 
 import (
-	"bufio"
 	"bytes"
 	"compress/gzip"
 	"context"
@@ -171,7 +170,7 @@ func TestMixedStressAllProtocols(t *testing.T) {
 		cases[i] = c
 	}
 
-	sentBefore := relInterimsSent(t)
+	sentBefore := harness.InterimsSent(t)
 	start := time.Now()
 	var (
 		wg        sync.WaitGroup
@@ -231,7 +230,7 @@ func TestMixedStressAllProtocols(t *testing.T) {
 	// Every 102 the module sent reached a client, and no client saw one
 	// the module did not count. That also holds when nothing was sent,
 	// so the 102s must be there too (see minSlow102).
-	if sent := relInterimsSent(t) - sentBefore; int64(sent) != seen102.Load() {
+	if sent := harness.InterimsSent(t) - sentBefore; int64(sent) != seen102.Load() {
 		t.Errorf("module sent %v 102s, clients saw %d", sent, seen102.Load())
 	}
 	if seen102.Load() == 0 {
@@ -280,12 +279,11 @@ func stressCheckFinal(c stressCase, status int, h http.Header, body []byte, uplo
 // would arrive before the next request's 102s and break their numbering.
 func stressRaw(address string, c stressCase, rounds int) (stressOutcome, error) {
 	var out stressOutcome
-	conn, err := harness.DialRaw(address)
+	conn, err := harness.OpenRaw(address)
 	if err != nil {
 		return out, err
 	}
 	defer conn.Close()
-	br := bufio.NewReader(conn)
 	upload := stressBody(c.seed+1<<32, c.upload)
 	for round := range rounds {
 		var req bytes.Buffer
@@ -306,22 +304,18 @@ func stressRaw(address string, c stressCase, rounds int) (stressOutcome, error) 
 			if _, err := conn.Write(req.Bytes()); err != nil {
 				return out, err
 			}
-			tp := textproto.NewReader(br)
-			line, err := tp.ReadLine()
-			if err != nil {
-				return out, fmt.Errorf("round %d: waiting for 100 Continue: %v", round, err)
-			}
-			if rest, err := tp.ReadMIMEHeader(); err != nil || line != "HTTP/1.1 100 Continue" || len(rest) != 0 {
+			line, rest, err := conn.Head()
+			if err != nil || line != "HTTP/1.1 100 Continue" || len(rest) != 0 {
 				return out, fmt.Errorf("round %d: want a bare 100 Continue first, got %q %v %v", round, line, rest, err)
 			}
 			req.Reset()
 		}
 		req.Write(upload)
-		start := time.Now()
+		conn.Start = time.Now() // each round's interims are timed from its own request
 		if _, err := conn.Write(req.Bytes()); err != nil {
 			return out, err
 		}
-		res, err := harness.ReadRawResponse(br, start, false)
+		res, err := conn.Response(false)
 		if err != nil {
 			return out, fmt.Errorf("round %d: %v\n%q", round, err, res.Wire)
 		}
@@ -351,7 +345,7 @@ func stressRaw(address string, c stressCase, rounds int) (stressOutcome, error) 
 			return out, fmt.Errorf("round %d: %v", round, err)
 		}
 	}
-	if after, _ := io.ReadAll(br); len(after) != 0 {
+	if after, _ := conn.Rest(); len(after) != 0 {
 		return out, fmt.Errorf("bytes after the final response: %q", after)
 	}
 	return out, nil

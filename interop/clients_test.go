@@ -484,24 +484,9 @@ type clEnv struct {
 }
 
 // interimsSent is how many 102s Caddy's access log says the request for
-// uri got, or -1 when no entry for it appeared within ten seconds (Caddy
-// logs a request once its handlers returned).
+// uri got, or -1 when no entry for it appeared (harness.LoggedInterims).
 func (e *clEnv) interimsSent(uri string) int {
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		for _, entry := range harness.ReadJSONLines(e.t, e.accessLog) {
-			req, _ := entry["request"].(map[string]any)
-			if req["uri"] != uri {
-				continue
-			}
-			n, _ := entry["interim_count"].(float64)
-			return int(n)
-		}
-		if time.Now().After(deadline) {
-			return -1
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	return harness.LoggedInterims(e.t, e.accessLog, uri)
 }
 
 func (e *clEnv) plainURL(path string) string { return "http://" + e.relay.addr() + path }

@@ -11,10 +11,12 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/http/httptrace"
 	"net/textproto"
 	"os"
@@ -88,15 +90,23 @@ func (testWork) CaddyModule() caddy.ModuleInfo {
 	return caddy.ModuleInfo{ID: "http.handlers.test_work", New: func() caddy.Module { return new(testWork) }}
 }
 
-func (tw testWork) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
+func (tw testWork) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	behavioursMu.Lock()
 	fn := behaviours[tw.Name]
 	behavioursMu.Unlock()
 	if fn == nil {
 		return caddyhttp.Error(http.StatusNotFound, fmt.Errorf("no behaviour %q", tw.Name))
 	}
-	return fn(w, r)
+	if err := fn(w, r); err != ErrNext {
+		return err
+	}
+	return next.ServeHTTP(w, r)
 }
+
+// ErrNext is what a behaviour returns to hand the request on to the
+// handlers after `test_work` in the route (file_server, reverse_proxy), with
+// the writer it was given: it then stands for work done before them.
+var ErrNext = errors.New("test_work: on to the next handler")
 
 func init() {
 	caddy.RegisterModule(testWork{})
@@ -121,6 +131,68 @@ func SleepThen(d time.Duration, body string) caddyhttp.HandlerFunc {
 			return r.Context().Err()
 		}
 		w.Header().Set("Content-Type", "text/plain")
+		_, err := io.WriteString(w, body)
+		return err
+	}
+}
+
+// InterimCountVar is the request variable that holds how many 102s the
+// module sent for the request (processing.InterimCountVar; the harness
+// cannot import the module).
+const InterimCountVar = "processing.interim_count"
+
+// InterimsSoFar is how many 102s the module has sent for r so far, as its
+// request variable says (it prints as its digits); 0 before the module ran.
+func InterimsSoFar(r *http.Request) int {
+	v := caddyhttp.GetVar(r.Context(), InterimCountVar)
+	if v == nil {
+		return 0
+	}
+	n, _ := strconv.Atoi(fmt.Sprint(v))
+	return n
+}
+
+// AwaitInterims waits until the module has sent n 102s for r: the signal a
+// behaviour waits for instead of sleeping through a guessed number of
+// intervals. It gives up when the client goes or after RawDeadline.
+func AwaitInterims(r *http.Request, n int) error {
+	deadline := time.NewTimer(RawDeadline)
+	defer deadline.Stop()
+	poll := time.NewTicker(time.Millisecond)
+	defer poll.Stop()
+	for InterimsSoFar(r) < n {
+		select {
+		case <-poll.C:
+		case <-r.Context().Done():
+			return r.Context().Err()
+		case <-deadline.C:
+			return fmt.Errorf("%d of %d 102s sent before the deadline", InterimsSoFar(r), n)
+		}
+	}
+	return nil
+}
+
+// AfterInterims returns a behaviour that answers 200 with body once n 102s
+// went out for the request: the count is the test's, not the machine's
+// speed.
+func AfterInterims(n int, body string) caddyhttp.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		if err := AwaitInterims(r, n); err != nil {
+			return err
+		}
+		w.Header().Set("Content-Type", "text/plain")
+		_, err := io.WriteString(w, body)
+		return err
+	}
+}
+
+// WriteAfterInterims is a next handler that waits until n 102s went out,
+// then writes body without asking for its header map.
+func WriteAfterInterims(n int, body string) caddyhttp.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		if err := AwaitInterims(r, n); err != nil {
+			return err
+		}
 		_, err := io.WriteString(w, body)
 		return err
 	}
@@ -336,6 +408,15 @@ func LoadConfig(t testing.TB, cfg []byte) {
 	})
 }
 
+// Reload replaces the running config with cfg, as `caddy reload` does;
+// LoadConfig's cleanup stops the new one.
+func Reload(t testing.TB, cfg []byte) {
+	t.Helper()
+	if err := caddy.Load(cfg, true); err != nil {
+		t.Fatalf("reloading config: %v\n%s", err, cfg)
+	}
+}
+
 // ProtocolSites serves the same route over cleartext (HTTP/1.1 and h2c)
 // and TLS (HTTP/1.1, HTTP/2 and HTTP/3).
 func ProtocolSites(route string) string {
@@ -461,28 +542,96 @@ func DialRaw(address string) (net.Conn, error) {
 	return conn, nil
 }
 
+// RawConn is a raw HTTP/1 client connection for an exchange that acts
+// between writing and reading (stops Caddy, sends a body slowly, leaves
+// mid-response, tunnels after a 101). All reads go through its one reader
+// R, so that no byte after a response is lost in another buffer.
+type RawConn struct {
+	net.Conn
+	R *bufio.Reader
+	// Start is when the first request bytes were sent (Send), the origin
+	// of the RawInterim.At times.
+	Start time.Time
+}
+
+// OpenRaw dials address for a RawConn, with RawDeadline set; for use off
+// the test's goroutine. The caller closes it.
+func OpenRaw(address string) (*RawConn, error) {
+	conn, err := DialRaw(address)
+	if err != nil {
+		return nil, err
+	}
+	return &RawConn{Conn: conn, R: bufio.NewReader(conn)}, nil
+}
+
+// DialRawConn is OpenRaw on the test's goroutine: it fails the test if the
+// dial fails, and closes the connection when the test ends.
+func DialRawConn(t testing.TB, address string) *RawConn {
+	t.Helper()
+	c, err := OpenRaw(address)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+// Send writes s, starting the clock at the first bytes sent.
+func (c *RawConn) Send(s string) error {
+	if c.Start.IsZero() {
+		c.Start = time.Now()
+	}
+	_, err := io.WriteString(c.Conn, s)
+	return err
+}
+
+// Response reads one response, interims first (ReadRawResponse); head
+// says it answers a HEAD request.
+func (c *RawConn) Response(head bool) (*RawResponse, error) {
+	res, err := ReadRawResponse(c.R, c.Start, head)
+	res.Elapsed = time.Since(c.Start)
+	return res, err
+}
+
+// Head reads one response's head (status line and header fields), for a
+// client that acts after each: leaving after so many 102s.
+func (c *RawConn) Head() (statusLine string, h http.Header, err error) {
+	tp := textproto.NewReader(c.R)
+	if statusLine, err = tp.ReadLine(); err != nil {
+		return "", nil, err
+	}
+	mh, err := tp.ReadMIMEHeader()
+	return statusLine, http.Header(mh), err
+}
+
+// Rest reads what the server sends until it closes the connection. A
+// reset after the response is not an error: Go resets a connection it
+// closes with request bytes unread.
+func (c *RawConn) Rest() ([]byte, error) {
+	b, err := io.ReadAll(c.R)
+	if IsConnReset(err) {
+		err = nil
+	}
+	return b, err
+}
+
 // RawExchange writes req on a fresh connection to address and reads the
 // interim responses and the final response as raw bytes. A request the
 // server refuses half-written (it may answer and close first) is not an
 // error: what it sent is the result. For use off the test's goroutine;
 // RawRequest fails the test instead.
 func RawExchange(address, req string, opts ...RawOption) (*RawResponse, error) {
-	conn, err := DialRaw(address)
+	c, err := OpenRaw(address)
 	if err != nil {
 		return &RawResponse{}, err
 	}
-	defer conn.Close()
-	start := time.Now()
-	_, writeErr := io.WriteString(conn, req)
-	br := bufio.NewReader(conn)
-	res, err := ReadRawResponse(br, start, strings.HasPrefix(req, "HEAD "))
+	defer c.Close()
+	writeErr := c.Send(req)
+	res, err := ReadRawResponse(c.R, c.Start, strings.HasPrefix(req, "HEAD "))
 	if err == nil && slices.Contains(opts, ReadToClose) {
-		// Go resets a connection it closes with request bytes unread.
-		if res.After, err = io.ReadAll(br); IsConnReset(err) {
-			err = nil
-		}
+		res.After, err = c.Rest()
 	}
-	res.Elapsed = time.Since(start)
+	res.Elapsed = time.Since(c.Start)
 	if err != nil && writeErr != nil {
 		err = fmt.Errorf("%w (writing the request: %v)", err, writeErr)
 	}
@@ -508,23 +657,21 @@ func RawRequest(t testing.TB, address, req string, opts ...RawOption) *RawRespon
 // written, since head was: the server cannot have the whole body before
 // then.
 func RawUpload(address, head string, body []byte, pieces int, spread time.Duration) (res *RawResponse, lastWrite time.Duration, err error) {
-	conn, err := DialRaw(address)
+	c, err := OpenRaw(address)
 	if err != nil {
 		return &RawResponse{}, 0, err
 	}
-	defer conn.Close()
-	start := time.Now()
-	if _, err := io.WriteString(conn, head); err != nil {
+	defer c.Close()
+	if err := c.Send(head); err != nil {
 		return &RawResponse{}, 0, err
 	}
-	br := bufio.NewReader(conn)
 	if strings.Contains(strings.ToLower(head), "\r\nexpect: 100-continue\r\n") {
-		var wire bytes.Buffer
-		if err := readRawLines(br, &wire); err != nil {
-			return &RawResponse{Wire: wire.Bytes()}, 0, err
+		line, h, err := c.Head()
+		if err != nil {
+			return &RawResponse{}, 0, err
 		}
-		if !strings.HasPrefix(wire.String(), "HTTP/1.1 100 Continue\r\n") {
-			return &RawResponse{Wire: wire.Bytes()}, 0, fmt.Errorf("got %q before the body, want 100 Continue", wire.String())
+		if line != "HTTP/1.1 100 Continue" || len(h) != 0 {
+			return &RawResponse{}, 0, fmt.Errorf("got %q %v before the body, want a bare 100 Continue", line, h)
 		}
 	}
 	written := make(chan error, 1)
@@ -535,17 +682,16 @@ func RawUpload(address, head string, body []byte, pieces int, spread time.Durati
 				time.Sleep(spread / time.Duration(pieces))
 			}
 			if i+size >= len(body) {
-				lastWrite = time.Since(start)
+				lastWrite = time.Since(c.Start)
 			}
-			if _, err := conn.Write(body[i:min(i+size, len(body))]); err != nil {
+			if _, err := c.Write(body[i:min(i+size, len(body))]); err != nil {
 				written <- err
 				return
 			}
 		}
 		written <- nil
 	}()
-	res, err = ReadRawResponse(br, start, false)
-	res.Elapsed = time.Since(start)
+	res, err = c.Response(false)
 	if werr := <-written; err == nil && werr != nil {
 		err = fmt.Errorf("writing the body: %w", werr)
 	}
@@ -818,4 +964,36 @@ func WithTimeout(t testing.TB, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	t.Cleanup(cancel)
 	return ctx
+}
+
+// ---- upstreams -------------------------------------------------------------
+
+// Upstream serves h on a loopback port until the test ends, for
+// reverse_proxy to forward to, and returns its address. Its close waits
+// for every request it is serving (a hijacked connection is the handler's
+// to close).
+func Upstream(t testing.TB, h http.Handler) string {
+	t.Helper()
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	return srv.Listener.Addr().String()
+}
+
+// SlowUpstream is an Upstream that sets the given header fields ("Name:
+// value") at once, then waits d (or until the client goes) and answers 200
+// with body: the slow backend behind processing.
+func SlowUpstream(t testing.TB, d time.Duration, body string, fields ...string) string {
+	t.Helper()
+	return Upstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		for _, f := range fields {
+			name, value, _ := strings.Cut(f, ":")
+			w.Header().Add(name, strings.TrimSpace(value))
+		}
+		select {
+		case <-time.After(d):
+		case <-r.Context().Done():
+			return
+		}
+		_, _ = io.WriteString(w, body)
+	}))
 }

@@ -59,7 +59,7 @@ func main() {
 		interval   = flag.Duration("interval", time.Second, "scale: processing interval")
 		ramp       = flag.Duration("ramp", 5*time.Second, "scale: time over which the requests are spread")
 		streams    = flag.Int("streams", 100, "scale: HTTP/2 streams per connection")
-		pairs      = flag.Int("pairs", 2, "scale: runs without then with the module; stall: phases without then with stallers; the first pair also warms the process up (see docs/performance.md)")
+		pairs      = flag.Int("pairs", 2, "scale: runs without then with the module; stall: phases without then with stallers; the first pair also warms the process up")
 		stallers   = flag.Int("stallers", 10, "stall: clients that stop reading, in the phases with stallers")
 		stallStrm  = flag.Int("stall-streams", 100, "stall: long streams each HTTP/2 staller opens behind its blocked download")
 		cpuProfile = flag.String("cpuprofile", "", "scale: write a CPU profile of the server during the runs with the module to this file")
