@@ -782,3 +782,42 @@ http://127.0.0.1:{PORT} {
 		t.Errorf("%d 102s with max 2: %v", n, iw.all())
 	}
 }
+
+// TestProgressAcrossInstances: two Caddy processes sharing a storage
+// folder. A job runs on A behind an upstream that reports Progress on 102s
+// of its own; B's event stream shows that progress, read from the record A
+// stores at each refresh, and then the terminal status.
+func TestProgressAcrossInstances(t *testing.T) {
+	bin := buildDemo(t)
+	dir := harness.StorageDir(t)
+	a := startClusterNode(t, bin, dir, 300*time.Millisecond)
+	b := startClusterNode(t, bin, dir, 300*time.Millisecond)
+
+	loc, _ := harness.SubmitAsync(t, a.base, "GET", "/slow?seconds=3", nil, "Prefer", "processing")
+	_, events := openStream(t, b.base+loc)
+	keepAlive := 0
+	var progress []string
+	for {
+		st, more := nextData(t, events, &keepAlive)
+		if !more {
+			break
+		}
+		if st.Status == async.StatusRunning && st.Progress != "" {
+			progress = append(progress, st.Progress)
+		}
+		if st.Status != async.StatusRunning {
+			if st.Status != async.StatusSucceeded {
+				t.Fatalf("B's last event %+v", st)
+			}
+			break
+		}
+	}
+	// The upstream reports 0/3, 1/3 and 2/3, a second apart: with a
+	// refresh of 300ms, B sees at least two of them.
+	if len(progress) < 2 || progress[len(progress)-1] != "2/3" {
+		t.Errorf("B's events showed progress %q", progress)
+	}
+	if res := harness.ResultOf(t, b.base, loc); string(res.Body) != "done after 3 seconds\n" {
+		t.Errorf("result from B: %d %q", res.Status, res.Body)
+	}
+}
