@@ -80,8 +80,11 @@ type Handler struct {
 
 	// Async mode: a request carrying `Prefer: respond-async` (RFC 7240
 	// §4.1) becomes a job; if it is not done within `wait` the client gets
-	// `202 Accepted` and polls a status monitor for the result. Default:
-	// off, every request is served as without it.
+	// `202 Accepted` and polls a status monitor for the result. A request
+	// carrying `Prefer: processing` (draft-wright-http-progress) becomes a
+	// job too, but its client keeps waiting, with 102s carrying the
+	// monitor's Location and the job's Progress. Default: off, every
+	// request is served as without it.
 	Async *async.Config `json:"async,omitempty"`
 
 	interval time.Duration
@@ -155,6 +158,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return err
 	}
 	if h.Async != nil {
+		// Async mode writes the 102s of the requests it takes itself
+		// (async/progress.go), at this handler's pace.
+		h.Async.SetInterim(h.interval, h.Max)
 		return h.Async.Provision(ctx)
 	}
 	return nil

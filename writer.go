@@ -89,6 +89,7 @@ func (w *interimWriter) forwardInterim(code int) {
 			w.realHeader[k] = v
 		}
 	}
+	w.noteProgressLocked() // progress.go: later 102s carry its Progress
 	w.writeInterimLocked(w.rw, code)
 	if s.phase() == phaseWaiting {
 		w.scheduleLocked(monoClock{}.now() + w.h.interval)

@@ -38,7 +38,9 @@ const (
 )
 
 // Config turns a request carrying `Prefer: respond-async` into a job
-// whose status and result a client polls at a monitor URL.
+// whose status and result a client polls at a monitor URL, follows as an
+// event stream, or waits for with `Prefer: processing` (progress.go,
+// sse.go).
 type Config struct {
 	// How long a request waits for its job before the client gets
 	// `202 Accepted`. A client's `Prefer: wait=N` (RFC 7240 §4.3) lowers it
@@ -109,6 +111,7 @@ type Config struct {
 	logger        *zap.Logger
 	monitorSl     string // Monitor + "/"
 	acquired      bool
+	progress      progressConfig // progress.go: the handler's interval and max, the events app
 }
 
 // Provision fills in the defaults and joins the process-wide job registry.
@@ -149,6 +152,7 @@ func (a *Config) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("async: this config has no storage")
 	}
 	a.logger = ctx.Logger().Named("async")
+	a.provisionEvents(ctx) // events.go
 	if err := registerAsyncMetrics(ctx.GetMetricsRegistry()); err != nil {
 		return err
 	}
@@ -263,14 +267,17 @@ func (a *Config) Serve(w http.ResponseWriter, r *http.Request, next caddyhttp.Ha
 		return true, a.serveMonitor(w, r)
 	}
 	pref := preferAsync(r.Header["Prefer"])
-	if !pref.respondAsync || !canGoAsync(r) {
+	// progress.go: `Prefer: processing` makes a job too, whose client
+	// waits with 102s; never for HTTP/1.0, which may get no 102.
+	waitsWithInterims := pref.processing && !pref.respondAsync && canSendInterim(r)
+	if !pref.respondAsync && !waitsWithInterims || !canGoAsync(r) {
 		return false, nil
 	}
 	wait := a.wait
 	if pref.hasWait && pref.wait < wait {
 		wait = pref.wait
 	}
-	return true, a.submit(w, r, next, wait)
+	return true, a.submit(w, r, next, wait, waitsWithInterims)
 }
 
 // canGoAsync rules out what a recorded response cannot carry: a protocol

@@ -66,6 +66,8 @@ type job struct {
 	quit <-chan struct{}
 	// stopTimeout releases the timeout's timer.
 	stopTimeout context.CancelFunc
+
+	live jobLive // progress.go: the latest Progress, for followers
 }
 
 // jobIDBytes is 144 bits from crypto/rand: more than the 128 the issue
@@ -101,8 +103,10 @@ func validJobID(id string) bool {
 const memBodyLimit = 1 << 20
 
 // submit turns the request into a job and answers it: directly if the job
-// is done within wait, else 202 Accepted (RFC 7240 §4.1).
-func (a *Config) submit(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, wait time.Duration) error {
+// is done within wait, else 202 Accepted (RFC 7240 §4.1), or, for a client
+// waiting with `Prefer: processing` (withInterims), 102s and the job's
+// response when it ends (progress.go).
+func (a *Config) submit(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, wait time.Duration, withInterims bool) error {
 	j := &job{
 		id:     newJobID(),
 		method: r.Method,
@@ -118,6 +122,7 @@ func (a *Config) submit(w http.ResponseWriter, r *http.Request, next caddyhttp.H
 	// Made here, not lazily: reverse_proxy calls Header from its
 	// transport's goroutine for an upstream's 1xx, possibly first.
 	j.rec.header = make(http.Header)
+	j.rec.onInterim = j.live.noteInterim // progress.go
 
 	// A request the limits would refuse is refused before a byte of its
 	// body is read; the slot itself is taken once the body is in, so that
@@ -181,8 +186,12 @@ func (a *Config) submit(w http.ResponseWriter, r *http.Request, next caddyhttp.H
 	j.mu.Lock()
 	j.recorded = true
 	j.mu.Unlock()
+	j.emit(EventJobStarted, statusRunning, "") // events.go
 	if r.Context().Err() != nil {
 		return nil // the client left; the job goes on
+	}
+	if withInterims {
+		return j.answerWithInterims(w, r) // progress.go
 	}
 	h := w.Header()
 	h.Set("Location", a.monitorSl+j.id)
@@ -304,6 +313,7 @@ func (j *job) finish() {
 	if c := j.a.logger.Check(zap.DebugLevel, "async job done"); c != nil {
 		c.Write(zap.String("id", j.id), zap.String("status", status), zap.String("reason", reason))
 	}
+	j.emitEnded(status, reason) // events.go
 }
 
 // record1 records a terminal state without a result, retrying while the
@@ -421,7 +431,7 @@ func (j *job) outcome() (status, reason string) {
 		if errors.As(j.nextErr, &he) && he.StatusCode != 0 {
 			code = he.StatusCode
 		}
-		return statusFailed, fmt.Sprintf("handler error: %d %s", code, http.StatusText(code))
+		return statusFailed, fmt.Sprintf("%s %d %s", reasonHandlerError, code, http.StatusText(code))
 	}
 	return statusSucceeded, ""
 }
@@ -433,6 +443,7 @@ func (j *job) record(status, reason string, updated time.Time) jobRecord {
 		Created: j.created, Updated: updated,
 		Refresh: j.a.refresh, Keep: j.a.keep, Auth: j.auth,
 		Method: j.method, Path: j.path,
+		Progress: j.latestProgress(), // progress.go
 	}
 }
 
@@ -469,6 +480,9 @@ func (j *job) refreshLoop(stop <-chan struct{}, done chan<- struct{}) {
 		)
 		if errors.As(cause, &ste) || errors.As(cause, &toe) {
 			if err := j.settle(ctx, statusFailed, cause.Error(), 0); err == nil || lost(err) {
+				if err == nil {
+					j.emitEnded(statusFailed, cause.Error()) // events.go
+				}
 				j.setSettled()
 			} else {
 				j.a.logger.Error("recording an async job's failure; retrying", zap.String("id", j.id), zap.Error(err))

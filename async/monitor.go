@@ -83,10 +83,25 @@ func (a *Config) serveMonitor(w http.ResponseWriter, r *http.Request) error {
 	}
 
 	if r.Method == http.MethodDelete {
-		return a.deleteJob(ctx, w, r, id, local)
+		return a.deleteJob(ctx, w, r, view, local)
 	}
 	if isResult {
 		return a.serveResult(ctx, w, r, view)
+	}
+	// sse.go: the live progress of a job running here, the event stream,
+	// and 102s until the job ends for `Prefer: processing`.
+	if local != nil && view.Status == statusRunning {
+		view.Progress = local.latestProgress()
+	}
+	if wantsEventStream(r) {
+		return a.serveEvents(w, r, view, local)
+	}
+	if view.Status == statusRunning && wantsInterims(r) {
+		var gone bool
+		if view, gone = a.waitOnMonitor(w, r, view, local); gone {
+			return notFound(w, r)
+		}
+		now = time.Now()
 	}
 	h := w.Header()
 	h.Set("Cache-Control", "no-store")
@@ -149,7 +164,8 @@ func (a *Config) serveResult(ctx context.Context, w http.ResponseWriter, r *http
 // that a running job, here or on another instance, stores nothing after
 // (state.go); a job running here has its handlers' context cancelled at
 // once, one running elsewhere at its next refresh or when it commits.
-func (a *Config) deleteJob(ctx context.Context, w http.ResponseWriter, r *http.Request, id string, local *job) error {
+func (a *Config) deleteJob(ctx context.Context, w http.ResponseWriter, r *http.Request, rec jobRecord, local *job) error {
+	id := rec.ID
 	found, err := deleteJobFolder(ctx, a.storage, id)
 	if err != nil {
 		return a.storageFailure(id, err)
@@ -159,6 +175,9 @@ func (a *Config) deleteJob(ctx context.Context, w http.ResponseWriter, r *http.R
 	}
 	if local != nil {
 		local.stopHandlers(errDeleted)
+	}
+	if rec.Status == statusRunning {
+		a.emitRecord(EventJobCanceled, rec, statusCanceled, errDeleted.Error()) // events.go
 	}
 	asyncOutcomes.WithLabelValues("deleted").Inc()
 	w.WriteHeader(http.StatusNoContent)

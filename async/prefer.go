@@ -13,8 +13,11 @@ import (
 // direct answer (§4.3), if it said so with a valid number of seconds.
 type asyncPreference struct {
 	respondAsync bool
-	wait         time.Duration
-	hasWait      bool
+	// processing: draft-wright-http-progress's preference for 102s
+	// (progress.go).
+	processing bool
+	wait       time.Duration
+	hasWait    bool
 }
 
 // preferAsync reads the async preferences from the Prefer field lines. A
@@ -29,6 +32,8 @@ func preferAsync(lines []string) asyncPreference {
 		switch p.Name {
 		case "respond-async":
 			a.respondAsync = true
+		case "processing":
+			a.processing = true
 		case "wait":
 			if secs, ok := deltaSeconds(p.Value); ok {
 				a.wait, a.hasWait = secs, true

@@ -83,6 +83,10 @@ type recorder struct {
 
 	head bool     // the request was HEAD
 	base *url.URL // the submitted request's target, for relative references
+
+	// onInterim sees each 1xx's header, on the goroutine that wrote it,
+	// for the job's Progress (progress.go).
+	onInterim func(http.Header)
 }
 
 func (rc *recorder) Header() http.Header {
@@ -94,6 +98,9 @@ func (rc *recorder) Header() http.Header {
 
 func (rc *recorder) WriteHeader(code int) {
 	if code >= 100 && code <= 199 && code != http.StatusSwitchingProtocols {
+		if rc.onInterim != nil {
+			rc.onInterim(rc.header)
+		}
 		return
 	}
 	if rc.status != 0 {

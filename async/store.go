@@ -43,6 +43,10 @@ const (
 // reasonLost is what a job reports when its instance stopped refreshing it.
 const reasonLost = "instance lost"
 
+// reasonHandlerError starts the reason of a job whose handlers returned an
+// error and wrote nothing.
+const reasonHandlerError = "handler error:"
+
 // jobRecord is a job's stored state. Only the fields of publicStatus are
 // ever shown to a client: Auth in particular stays in storage.
 type jobRecord struct {
@@ -63,6 +67,9 @@ type jobRecord struct {
 	ResultSize int64  `json:"result_size,omitempty"`
 	Method     string `json:"method"`
 	Path       string `json:"path"`
+	// Progress is the latest valid Progress field value a handler sent on
+	// a 1xx (draft-wright-http-progress), as of the last write.
+	Progress string `json:"progress,omitempty"`
 }
 
 // lostAt is when a running job counts as lost.
@@ -78,6 +85,8 @@ type publicStatus struct {
 	Created string  `json:"created"`
 	Updated string  `json:"updated"`
 	Elapsed float64 `json:"elapsed"` // seconds
+	// Progress is the Progress field value as a handler sent it.
+	Progress string `json:"progress,omitempty"`
 }
 
 func (rec jobRecord) public(now time.Time) publicStatus {
@@ -86,12 +95,13 @@ func (rec jobRecord) public(now time.Time) publicStatus {
 		end = rec.Ended
 	}
 	return publicStatus{
-		ID:      rec.ID,
-		Status:  rec.Status,
-		Reason:  rec.Reason,
-		Created: rec.Created.UTC().Format(time.RFC3339Nano),
-		Updated: rec.Updated.UTC().Format(time.RFC3339Nano),
-		Elapsed: end.Sub(rec.Created).Round(time.Millisecond).Seconds(),
+		ID:       rec.ID,
+		Status:   rec.Status,
+		Reason:   rec.Reason,
+		Created:  rec.Created.UTC().Format(time.RFC3339Nano),
+		Updated:  rec.Updated.UTC().Format(time.RFC3339Nano),
+		Elapsed:  end.Sub(rec.Created).Round(time.Millisecond).Seconds(),
+		Progress: rec.Progress,
 	}
 }
 

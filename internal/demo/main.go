@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
@@ -35,17 +36,28 @@ func main() {
 }
 
 // slow answers after the number of seconds in the query (default 10, at
-// most 600), like a backend busy with a long job.
+// most 600), like a backend busy with a long job. Asked with
+// `Prefer: processing` (draft-wright-http-progress), it sends a 102 with
+// `Progress: <seconds done>/<seconds>` at the start and after each second,
+// as a backend that reports its progress would.
 func slow(w http.ResponseWriter, r *http.Request) {
 	seconds, err := strconv.Atoi(r.URL.Query().Get("seconds"))
 	if err != nil || seconds < 0 {
 		seconds = 10
 	}
 	seconds = min(seconds, 600)
-	select {
-	case <-time.After(time.Duration(seconds) * time.Second):
-	case <-r.Context().Done():
-		return
+	progress := strings.Contains(strings.ToLower(strings.Join(r.Header["Prefer"], ",")), "processing")
+	for done := 0; done < seconds; done++ {
+		if progress {
+			w.Header().Set("Progress", fmt.Sprintf("%d/%d", done, seconds))
+			w.WriteHeader(http.StatusProcessing)
+			w.Header().Del("Progress")
+		}
+		select {
+		case <-time.After(time.Second):
+		case <-r.Context().Done():
+			return
+		}
 	}
 	fmt.Fprintf(w, "done after %d seconds\n", seconds)
 }

@@ -84,6 +84,9 @@ type JobStatus struct {
 	Created string  `json:"created"`
 	Updated string  `json:"updated"`
 	Elapsed float64 `json:"elapsed"`
+	// Progress is the latest Progress a job's handlers reported
+	// (draft-wright-http-progress).
+	Progress string `json:"progress,omitempty"`
 }
 
 // JSON decodes the body as a job's status.
