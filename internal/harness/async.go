@@ -203,18 +203,7 @@ func CounterValue(t testing.TB, name string, labels ...string) float64 {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var sum float64
-	for _, mf := range families {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			if hasLabels(m, labels) {
-				sum += m.GetCounter().GetValue()
-			}
-		}
-	}
-	return sum
+	return sumCounter(families, name, labels)
 }
 
 func hasLabels(m *dto.Metric, labels []string) bool {
