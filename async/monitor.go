@@ -67,13 +67,17 @@ func (a *Config) serveMonitor(w http.ResponseWriter, r *http.Request) error {
 		// Not refreshed for three periods: the first instance to see it
 		// ends it, under the job's lock (state.go); a storage that fails
 		// meanwhile is reported as such, not as a lost instance.
-		rec, err = declareLost(ctx, a.storage, id)
+		var declared bool
+		rec, declared, err = declareLost(ctx, a.storage, id)
 		if errors.Is(err, errGone) {
 			return notFound(w, r)
 		}
 		if err != nil {
 			a.logger.Error("declaring an async job lost", zap.String("id", id), zap.Error(err))
 			return caddyhttp.Error(http.StatusInternalServerError, storageError{err})
+		}
+		if declared {
+			a.emitRecord(EventJobFailed, rec, rec.Status, rec.Reason)
 		}
 		now = time.Now()
 	}

@@ -9,6 +9,8 @@ package async_test
 import (
 	"bufio"
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -626,7 +628,7 @@ func TestJobLifeEmitsEvents(t *testing.T) {
 		_, err := io.WriteString(w, "ok")
 		return err
 	})
-	base, _, _ := progressSite(t, "progress_events", "wait 100ms", `events {
+	base, dir, _ := progressSite(t, "progress_events", "wait 100ms", `events {
 		on processing_job_started test_record
 		on processing_job_succeeded test_record
 		on processing_job_failed test_record
@@ -676,6 +678,38 @@ func TestJobLifeEmitsEvents(t *testing.T) {
 			}
 		})
 	}
+	// A job whose instance is gone: the instance that declares it lost
+	// (here, a monitor request) emits its failed event, once.
+	t.Run("lost", func(t *testing.T) {
+		var raw [18]byte
+		_, _ = rand.Read(raw[:])
+		id := base64.RawURLEncoding.EncodeToString(raw[:])
+		then := time.Now().Add(-time.Minute)
+		rec := async.JobRecord{ID: id, Status: async.StatusRunning, Created: then, Updated: then,
+			Refresh: 100 * time.Millisecond, Keep: time.Hour, Method: "POST", Path: "/gone"}
+		b, err := json.Marshal(rec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		folder := filepath.Join(dir, "processing", "jobs", id)
+		if err := os.MkdirAll(folder, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(folder, "status.json"), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		loc := "/.well-known/processing/jobs/" + id
+		for range 2 {
+			if st := harness.AsyncDo(t, "GET", base+loc, nil).JSON(t); st.Status != async.StatusFailed {
+				t.Fatalf("monitor: %+v", st)
+			}
+		}
+		harness.Eventually(t, "the failed event", func() bool { return len(eventsFor(id)) >= 1 })
+		evs := eventsFor(id)
+		if len(evs) != 1 || evs[0].Name() != async.EventJobFailed || evs[0].Data["reason"] != async.ReasonLost || evs[0].Data["path"] != "/gone" {
+			t.Fatalf("events %v", evs)
+		}
+	})
 }
 
 // goroutineIn reports whether some goroutine is inside fn, by the stacks

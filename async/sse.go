@@ -155,12 +155,16 @@ func (f *jobFollower) reload(ctx context.Context) bool {
 	if rec.Status == statusRunning && rec.lostAt().Before(time.Now()) {
 		// As the monitor does: the first instance to see a job not
 		// refreshed for three periods ends it (state.go).
-		rec, err = declareLost(ctx, f.a.storage, rec.ID)
+		var declared bool
+		rec, declared, err = declareLost(ctx, f.a.storage, rec.ID)
 		if errors.Is(err, errGone) {
 			return false
 		}
 		if err != nil {
 			return true
+		}
+		if declared {
+			f.a.emitRecord(EventJobFailed, rec, rec.Status, rec.Reason)
 		}
 	}
 	f.rec = rec

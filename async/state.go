@@ -121,11 +121,12 @@ func (j *job) refreshRecord(ctx context.Context) error {
 }
 
 // declareLost ends a running job that was not refreshed for three periods
-// as failed, "instance lost", and returns the record as it is now. A job
-// refreshed meanwhile, or already ended, is returned unchanged.
-func declareLost(ctx context.Context, storage certmagic.Storage, id string) (jobRecord, error) {
-	var out jobRecord
-	err := withJobRecord(ctx, storage, id, func(cur *jobRecord) error {
+// as failed, "instance lost", and returns the record as it is now;
+// declared says this call made that transition, which happens once in the
+// cluster. A job refreshed meanwhile, or already ended, is returned
+// unchanged.
+func declareLost(ctx context.Context, storage certmagic.Storage, id string) (out jobRecord, declared bool, err error) {
+	err = withJobRecord(ctx, storage, id, func(cur *jobRecord) error {
 		if cur == nil {
 			return errGone
 		}
@@ -135,9 +136,13 @@ func declareLost(ctx context.Context, storage certmagic.Storage, id string) (job
 			return nil
 		}
 		out.Status, out.Reason, out.Ended = statusFailed, reasonLost, now
-		return storeJobRecord(ctx, storage, out)
+		if err := storeJobRecord(ctx, storage, out); err != nil {
+			return err
+		}
+		declared = true
+		return nil
 	})
-	return out, err
+	return out, declared, err
 }
 
 // deleteJobFolder deletes everything stored of a job, whatever its state,

@@ -31,6 +31,7 @@ type sweeper struct {
 	key     string // storageIdentity of storage
 	storage certmagic.Storage
 	logger  *zap.Logger
+	events  *Config // the newest config using storage, for emitRecord
 	every   time.Duration
 	configs int // provisioned configs that use this storage
 	stop    chan struct{}
@@ -69,7 +70,8 @@ func (g *jobRegistry) sweeperFor(a *Config) *sweeper {
 		go g.sweepLoop(s)
 	}
 	// The newest config's storage value: an older one may be cleaned up.
-	s.storage, s.logger = a.storage, a.logger
+	// Its events app is the one a job it declares lost is reported to.
+	s.storage, s.logger, s.events = a.storage, a.logger, a
 	s.every = min(s.every, every)
 	s.configs++
 	return s
@@ -126,7 +128,7 @@ func (g *jobRegistry) sweepLoop(s *sweeper) {
 // holds no job.
 func (g *jobRegistry) sweepPass(ctx context.Context, s *sweeper) (empty bool) {
 	g.mu.Lock()
-	storage, logger := s.storage, s.logger
+	storage, logger, events := s.storage, s.logger, s.events
 	g.mu.Unlock()
 	ids, err := listJobIDs(ctx, storage)
 	if err != nil {
@@ -142,12 +144,12 @@ func (g *jobRegistry) sweepPass(ctx context.Context, s *sweeper) (empty bool) {
 		if g.lookup(id) != nil {
 			continue // running here: its own goroutine keeps its record
 		}
-		g.sweepJob(ctx, storage, logger, id)
+		g.sweepJob(ctx, storage, logger, events, id)
 	}
 	return len(ids) == 0
 }
 
-func (g *jobRegistry) sweepJob(ctx context.Context, storage certmagic.Storage, logger *zap.Logger, id string) {
+func (g *jobRegistry) sweepJob(ctx context.Context, storage certmagic.Storage, logger *zap.Logger, events *Config, id string) {
 	now := time.Now()
 	rec, err := loadJobRecord(ctx, storage, id)
 	switch {
@@ -161,8 +163,12 @@ func (g *jobRegistry) sweepJob(ctx context.Context, storage certmagic.Storage, l
 	}
 	if rec.Status == statusRunning {
 		if rec.lostAt().Before(now) {
-			if _, err := declareLost(ctx, storage, id); err != nil && !lost(err) && ctx.Err() == nil {
+			rec, declared, err := declareLost(ctx, storage, id)
+			if err != nil && !lost(err) && ctx.Err() == nil {
 				logger.Warn("declaring an async job lost", zap.String("id", id), zap.Error(err))
+			}
+			if declared && events != nil {
+				events.emitRecord(EventJobFailed, rec, rec.Status, rec.Reason)
 			}
 		}
 		return
