@@ -1,8 +1,9 @@
 package async
 
-// Request bodies larger than memBodyLimit wait for their job in a file
-// under a folder of this process's own, `caddy-processing-<pid>` in the
-// system's temporary folder. A job removes its file when it ends; a
+// Request bodies larger than memBodyLimit wait for their job, and recorded
+// results larger than a piece wait to be stored, in files under a folder
+// of this process's own, `caddy-processing-<pid>` in the system's
+// temporary folder. A job removes its files when it ends; a
 // process killed meanwhile cannot, so when async mode starts in a process
 // (its first async config is provisioned) it removes every such folder
 // whose process is no longer alive. A pid reused by a new process keeps

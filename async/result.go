@@ -63,7 +63,7 @@ type resultHead struct {
 // recorder is the ResponseWriter of a job's handlers. It keeps the final
 // status, the header as it was when the status was written, and the body
 // up to max bytes: the first piece in memory, the rest, once there is
-// more, in a temporary file (caddy-processing-result-*), removed when the
+// more, in a temporary file (caddy-processing-<pid>/result-*), removed when the
 // job ends. Beyond max the job fails and nothing of it is kept.
 // 1xx responses are dropped: the job's client is not connected, and
 // reverse_proxy writes them from its transport's goroutine, so they must
@@ -134,7 +134,13 @@ func (rc *recorder) Write(p []byte) (int, error) {
 		return len(p), nil
 	}
 	if rc.file == nil {
-		f, err := os.CreateTemp("", "caddy-processing-result-*")
+		// In this process's own folder (bodydir.go), which the next
+		// start removes if the process is killed meanwhile.
+		dir, err := bodyDir()
+		var f *os.File
+		if err == nil {
+			f, err = os.CreateTemp(dir, "result-*")
+		}
 		if err != nil {
 			rc.writeErr = fmt.Errorf("result file: %w", err)
 			return 0, rc.writeErr
