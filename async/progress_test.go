@@ -9,8 +9,6 @@ package async_test
 import (
 	"bufio"
 	"context"
-	"crypto/rand"
-	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -681,23 +679,10 @@ func TestJobLifeEmitsEvents(t *testing.T) {
 	// A job whose instance is gone: the instance that declares it lost
 	// (here, a monitor request) emits its failed event, once.
 	t.Run("lost", func(t *testing.T) {
-		var raw [18]byte
-		_, _ = rand.Read(raw[:])
-		id := base64.RawURLEncoding.EncodeToString(raw[:])
+		id := randomJobID(t)
 		then := time.Now().Add(-time.Minute)
-		rec := async.JobRecord{ID: id, Status: async.StatusRunning, Created: then, Updated: then,
-			Refresh: 100 * time.Millisecond, Keep: time.Hour, Method: "POST", Path: "/gone"}
-		b, err := json.Marshal(rec)
-		if err != nil {
-			t.Fatal(err)
-		}
-		folder := filepath.Join(dir, "processing", "jobs", id)
-		if err := os.MkdirAll(folder, 0o700); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(folder, "status.json"), b, 0o600); err != nil {
-			t.Fatal(err)
-		}
+		writeRecord(t, dir, async.JobRecord{ID: id, Status: async.StatusRunning, Created: then, Updated: then,
+			Refresh: 100 * time.Millisecond, Keep: time.Hour, Method: "POST", Path: "/gone"})
 		loc := "/.well-known/processing/jobs/" + id
 		for range 2 {
 			if st := harness.AsyncDo(t, "GET", base+loc, nil).JSON(t); st.Status != async.StatusFailed {

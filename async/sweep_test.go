@@ -67,23 +67,28 @@ func randomJobID(t *testing.T) string {
 func writeEndedJobs(t *testing.T, dir string, n int, ended time.Time, keep time.Duration) {
 	t.Helper()
 	for range n {
-		id := randomJobID(t)
-		rec := async.JobRecord{
-			ID: id, Status: async.StatusFailed, Reason: "handler error: 502 Bad Gateway",
+		writeRecord(t, dir, async.JobRecord{
+			ID: randomJobID(t), Status: async.StatusFailed, Reason: "handler error: 502 Bad Gateway",
 			Created: ended.Add(-time.Second), Updated: ended, Ended: ended,
 			Refresh: 5 * time.Second, Keep: keep, Method: "GET", Path: "/",
-		}
-		b, err := json.Marshal(rec)
-		if err != nil {
-			t.Fatal(err)
-		}
-		folder := filepath.Join(dir, "processing", "jobs", id)
-		if err := os.MkdirAll(folder, 0o700); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(folder, "status.json"), b, 0o600); err != nil {
-			t.Fatal(err)
-		}
+		})
+	}
+}
+
+// writeRecord writes a job's record into a file_system storage folder, as
+// an instance would have stored it.
+func writeRecord(t *testing.T, dir string, rec async.JobRecord) {
+	t.Helper()
+	b, err := json.Marshal(rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	folder := filepath.Join(dir, "processing", "jobs", rec.ID)
+	if err := os.MkdirAll(folder, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(folder, "status.json"), b, 0o600); err != nil {
+		t.Fatal(err)
 	}
 }
 
