@@ -37,24 +37,7 @@ func TestInterimsWhileNextHandlerWorks(t *testing.T) {
 		holdWheel(t, stall)
 		return harness.AfterInterims(4, "done")(w, r)
 	})
-	port, _ := harness.StartCaddy(t, `
-http://127.0.0.1:{PORT} {
-	handle /stalled {
-		processing {
-			delay 200ms
-			interval 600ms
-		}
-		test_work stalled
-	}
-	handle {
-		processing {
-			delay 300ms
-			interval 400ms
-		}
-		test_work slow
-	}
-}
-`)
+	port, _ := harness.StartCaddy(t, heldWheelSite)
 	res := harness.RawRequest(t, harness.Loopback(port), harness.RawGet("/"))
 	if res.Status != 200 || string(res.Body) != "done" {
 		t.Fatalf("final response %d %q, want 200 \"done\"", res.Status, res.Body)

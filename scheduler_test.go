@@ -489,23 +489,10 @@ func TestWheelNextFireQueuedBeforeTheLastReturned(t *testing.T) {
 	checkCancelledAndReturned(t, w, e, ch)
 }
 
-// TestHTTP2InterimsOnTheGridNeverEarly: the 102s of streams that share an
-// HTTP/2 connection fall due on the coalescing grid (interval/8, at most
-// maxGrid), which may make one later but never earlier than its slot
-// delay + k × interval, counted from when the client sent the request, and
-// never systematically later. When the wheel was held up and every
-// stream's second 102 went out late, the next ones return to their slots.
-func TestHTTP2InterimsOnTheGridNeverEarly(t *testing.T) {
-	harness.SetBehaviour(t, "slow", harness.AfterInterims(3, "done"))
-	var holdOnce sync.Once
-	harness.SetBehaviour(t, "stalled", func(w http.ResponseWriter, r *http.Request) error {
-		if err := harness.AwaitInterims(r, 1); err != nil {
-			return err
-		}
-		holdOnce.Do(func() { holdWheel(t, 1100*time.Millisecond) })
-		return harness.AfterInterims(4, "done")(w, r)
-	})
-	port, _ := harness.StartCaddy(t, `
+// heldWheelSite is the site of the tests whose wheel is held up: /stalled
+// runs the behaviour "stalled" (delay 200ms, interval 600ms), every other
+// path "slow" (delay 300ms, interval 400ms).
+const heldWheelSite = `
 http://127.0.0.1:{PORT} {
 	handle /stalled {
 		processing {
@@ -522,7 +509,25 @@ http://127.0.0.1:{PORT} {
 		test_work slow
 	}
 }
-`)
+`
+
+// TestHTTP2InterimsOnTheGridNeverEarly: the 102s of streams that share an
+// HTTP/2 connection fall due on the coalescing grid (interval/8, at most
+// maxGrid), which may make one later but never earlier than its slot
+// delay + k × interval, counted from when the client sent the request, and
+// never systematically later. When the wheel was held up and every
+// stream's second 102 went out late, the next ones return to their slots.
+func TestHTTP2InterimsOnTheGridNeverEarly(t *testing.T) {
+	harness.SetBehaviour(t, "slow", harness.AfterInterims(3, "done"))
+	var holdOnce sync.Once
+	harness.SetBehaviour(t, "stalled", func(w http.ResponseWriter, r *http.Request) error {
+		if err := harness.AwaitInterims(r, 1); err != nil {
+			return err
+		}
+		holdOnce.Do(func() { holdWheel(t, 1100*time.Millisecond) })
+		return harness.AfterInterims(4, "done")(w, r)
+	})
+	port, _ := harness.StartCaddy(t, heldWheelSite)
 	client := harness.H2CClient()
 	const streams = 8
 	// streamInterims sends the streams' requests for path together on the
