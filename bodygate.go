@@ -4,6 +4,7 @@ import (
 	"io"
 	"net/http"
 
+	"github.com/c055b0d7/caddy-processing/internal/caddyutil"
 	"golang.org/x/net/http/httpguts"
 )
 
@@ -119,7 +120,7 @@ func (w *interimWriter) writeContinue() {
 	// The automatic 100 carries no fields; Go writes the real map on a
 	// 1xx, so it must be empty.
 	w.vacateLocked()
-	w.writeInterimLocked(innermost(w.rw), http.StatusContinue)
+	w.writeInterimLocked(caddyutil.Innermost(w.rw), http.StatusContinue)
 	w.state.storeLocked(w.state.load() &^ expectsContinue)
 }
 

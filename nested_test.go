@@ -103,3 +103,49 @@ http://127.0.0.1:{PORT} {
 		t.Fatalf("outer handler alone: %d after %d interims:\n%s", res.Status, len(res.Interims), res.Wire)
 	}
 }
+
+// TestNestedAsyncAnswersWithItsOwn102s: a nested processing handler whose
+// async mode makes a Prefer: processing request a job writes 102s of its
+// own, the first with the job's Location, while the enclosing handler's
+// writer sends none meanwhile (under -race, two writers at once would be a
+// data race on the connection).
+func TestNestedAsyncAnswersWithItsOwn102s(t *testing.T) {
+	harness.SetBehaviour(t, "nested_job", harness.SleepThen(700*time.Millisecond, "done"))
+	dir := harness.StorageDir(t)
+	port, _ := harness.StartCaddyGlobal(t, harness.AsyncGlobal(dir, ""), `
+http://127.0.0.1:{PORT} {
+	processing {
+		delay 1ms
+		interval 5ms
+	}
+	handle /job {
+		processing {
+			interval 100ms
+			async {
+				wait 200ms
+			}
+		}
+		test_work nested_job
+	}
+}
+`)
+	res := harness.RawRequest(t, harness.Loopback(port), harness.RawGet("/job", "Prefer: processing"))
+	if res.Status != 200 || string(res.Body) != "done" {
+		t.Fatalf("final %d %q:\n%s", res.Status, res.Body, res.Wire)
+	}
+	located := -1
+	for i, in := range res.Interims {
+		if in.Header.Get("Location") != "" {
+			located = i
+			break
+		}
+	}
+	if located < 0 {
+		t.Fatalf("no 102 carried the job's Location:\n%s", res.Wire)
+	}
+	// From the job's first 102 on, one every 100 ms for about 500 ms:
+	// the enclosing writer's, every 5 ms, would be many more.
+	if after := len(res.Interims) - located; after > 12 {
+		t.Fatalf("%d interims from the job's first on, want at most 12:\n%s", after, res.Wire)
+	}
+}

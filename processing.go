@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/c055b0d7/caddy-processing/internal/caddyutil"
 	"github.com/c055b0d7/caddy-processing/internal/prefer"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
@@ -50,13 +51,25 @@ func (h *Handler) prepare(w http.ResponseWriter, r *http.Request, next caddyhttp
 	// only here, before next starts, with a value that reads the live
 	// count.
 	vars, _ := r.Context().Value(caddyhttp.VarsCtxKey).(map[string]any)
+	// The writer of a processing handler this one is nested in (a
+	// site-wide one and one in a handle block): it stays the request's
+	// only writer of 102s (see adopt below).
+	outer := enclosingWriter(w)
 
 	if h.Async != nil {
+		if outer != nil {
+			// Async mode may answer with 102s of its own
+			// (Prefer: processing): the outer writer's must stop first.
+			outer.pause()
+		}
 		if handled, err := h.Async.Serve(w, r, next); handled {
 			// No 102 goes to a request that async mode answered. Its job
 			// runs on a copy of the table, and this request's next never
-			// runs, so the write races with nothing.
-			setCountVar(vars, &noInterims)
+			// runs, so the write races with nothing. An outer writer
+			// keeps its own count.
+			if outer == nil {
+				setCountVar(vars, &noInterims)
+			}
 			return nil, true, err
 		}
 	}
@@ -67,13 +80,12 @@ func (h *Handler) prepare(w http.ResponseWriter, r *http.Request, next caddyhttp
 		return nil, false, nil
 	}
 	asked := prefer.Has(r.Header["Prefer"], "processing")
-	// A processing handler inside the route of another one (a site-wide
-	// one and one in a handle block) sees the same request: two writers
-	// would each write 102s to net/http's writer under their own lock, at
-	// once, which corrupts the response. The outer writer stays the only
-	// one and follows this handler's configuration from now on, the more
-	// specific one.
-	if outer := enclosingWriter(w); outer != nil {
+	// A processing handler inside the route of another one sees the same
+	// request: two writers would each write 102s to net/http's writer
+	// under their own lock, at once, which corrupts the response. The
+	// outer writer stays the only one and follows this handler's
+	// configuration from now on, the more specific one.
+	if outer != nil {
 		outer.adopt(h, r, asked)
 		return nil, false, nil
 	}
@@ -294,8 +306,9 @@ type interimWriter struct {
 	// it only at the final status (under stateMu) or once the phase is
 	// done; the next handler owns it otherwise.
 	held http.Header
-	// quiet: a nested handler with opt_in, on a request that did not ask
-	// for 102s, took over (adopt): no more 102s.
+	// quiet: no more 102s: a nested handler with opt_in, on a request
+	// that did not ask for them, took over (adopt), or a nested handler's
+	// async mode may answer the request (pause).
 	quiet bool
 }
 
@@ -378,6 +391,14 @@ func (w *interimWriter) adopt(h *Handler, r *http.Request, asked bool) {
 	}
 }
 
+// pause stops the writer's 102s until adopt decides again. After it, no
+// fire writes: a running one held stateMu, and later ones find quiet.
+func (w *interimWriter) pause() {
+	w.stateMu.Lock()
+	w.quiet = true
+	w.stateMu.Unlock()
+}
+
 // scheduleLocked puts the next 102, due at the grid time at, on the wheel,
 // rounded up to the handler's coalescing grid.
 func (w *interimWriter) scheduleLocked(at time.Duration) {
@@ -452,7 +473,7 @@ func (w *interimWriter) sendInterimLocked(now time.Duration, scheduled bool) {
 	// metrics wrapper take any WriteHeader call as the response's first
 	// byte and status, and would record 102
 	// (caddy_http_response_duration_seconds with code="102").
-	w.writeInterimLocked(innermost(w.rw), http.StatusProcessing)
+	w.writeInterimLocked(caddyutil.Innermost(w.rw), http.StatusProcessing)
 
 	ctx := w.req.Context()
 	server := serverName(ctx)
@@ -558,19 +579,6 @@ func (c *interimCount) MarshalJSON() ([]byte, error) {
 // noInterims is the variable's value for a request the module leaves alone
 // (HTTP/1.0, or opt_in without Prefer): a count that stays 0.
 var noInterims interimCount
-
-// innermost follows Unwrap down to the writer of net/http (or quic-go).
-// The wrappers share that writer's header map, which ServeHTTP took as
-// realHeader.
-func innermost(rw http.ResponseWriter) http.ResponseWriter {
-	for {
-		u, ok := rw.(interface{ Unwrap() http.ResponseWriter })
-		if !ok {
-			return rw
-		}
-		rw = u.Unwrap()
-	}
-}
 
 // serverName is the label Caddy's own HTTP metrics use for the server.
 func serverName(ctx context.Context) string {

@@ -22,6 +22,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/c055b0d7/caddy-processing/internal/caddyutil"
 	"github.com/c055b0d7/caddy-processing/internal/progress"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
@@ -128,28 +129,19 @@ func (j *job) latestProgress() string {
 // (http2/server.go, writeHeader for 1xx), so the map is ours again when
 // WriteHeader returns even if the stream was reset meanwhile.
 func writeInterim(w http.ResponseWriter, r *http.Request, fields http.Header) {
-	h := w.Header()
+	// The map of the writer the 102 goes to: w may be the writer of an
+	// enclosing processing handler, whose Header is a map of its own.
+	inner := caddyutil.Innermost(w)
+	h := inner.Header()
 	saved := maps.Clone(h)
 	clear(h)
 	maps.Copy(h, fields)
 	if r.ProtoMajor == 2 {
 		h["Transfer-Encoding"] = []string{"chunked"}
 	}
-	innermost(w).WriteHeader(http.StatusProcessing)
+	inner.WriteHeader(http.StatusProcessing)
 	clear(h)
 	maps.Copy(h, saved)
-}
-
-// innermost follows Unwrap down to the writer of net/http (or quic-go),
-// which shares its header map with every wrapper above it.
-func innermost(w http.ResponseWriter) http.ResponseWriter {
-	for {
-		u, ok := w.(interface{ Unwrap() http.ResponseWriter })
-		if !ok {
-			return w
-		}
-		w = u.Unwrap()
-	}
 }
 
 // interimFields are the fields of one of the module's async 102s: the

@@ -1,10 +1,12 @@
 // Package caddyutil holds what both halves of the module (the 102 core and
 // async mode) need from Caddy in the same way: reading a duration from a
-// Caddyfile and registering process-wide metrics.
+// Caddyfile, registering process-wide metrics, and reaching net/http's own
+// response writer.
 package caddyutil
 
 import (
 	"errors"
+	"net/http"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
@@ -44,4 +46,19 @@ func RegisterCollectors(reg prometheus.Registerer, collectors ...prometheus.Coll
 		}
 	}
 	return nil
+}
+
+// Innermost follows Unwrap down to the writer of net/http (or quic-go).
+// An interim response goes there, past the writers Caddy's server puts
+// outside the route: its access-log recorder and metrics wrapper take any
+// WriteHeader call as the response's status, and would record 102. Caddy's
+// wrappers share that writer's header map.
+func Innermost(w http.ResponseWriter) http.ResponseWriter {
+	for {
+		u, ok := w.(interface{ Unwrap() http.ResponseWriter })
+		if !ok {
+			return w
+		}
+		w = u.Unwrap()
+	}
 }
